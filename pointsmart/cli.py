@@ -1,0 +1,133 @@
+"""The `pointsmart` command: demo, create-user, check-ledger, plus Flask's run/routes and db."""
+from __future__ import annotations
+
+import sys
+
+import click
+import sqlalchemy as sa
+from flask import Flask, current_app
+from flask.cli import FlaskGroup, with_appcontext
+
+from . import ConfigError, create_app
+from .extensions import db
+
+
+def _create_app() -> Flask:
+    try:
+        return create_app()
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=FlaskGroup, create_app=_create_app, load_dotenv=False, set_debug_flag=False)
+def main() -> None:
+    """PointSmart: points for village environmental upkeep (积分制) and the love supermarket."""
+
+
+def ensure_database() -> None:
+    """Fail with a clear message when the database cannot be reached."""
+    url = db.engine.url
+    try:
+        with db.engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except sa.exc.SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+        raise click.ClickException(
+            f"Cannot reach the database {url.render_as_string(hide_password=True)}: {reason}\n"
+            "Check DATABASE_URL and that the database server is running."
+        ) from None
+
+
+def upgrade_database() -> None:
+    """Bring the schema up to the newest migration."""
+    from flask_migrate import upgrade
+
+    upgrade(directory=current_app.extensions["migrate"].directory)
+
+
+def register_commands(app: Flask) -> None:
+    app.cli.add_command(demo_command)
+    app.cli.add_command(create_user_command)
+    app.cli.add_command(check_ledger_command)
+
+
+@click.command("demo")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=5000, show_default=True, type=int, help="Port to listen on.")
+@click.option("--no-serve", is_flag=True, help="Prepare the database and demo data, then exit.")
+@with_appcontext
+def demo_command(host: str, port: int, no_serve: bool) -> None:
+    """Create or upgrade the database, load a demo town if it is empty, and serve it."""
+    from .demo import CREDENTIALS_FILE, load_demo
+
+    ensure_database()
+    upgrade_database()
+    credentials = load_demo()
+    path = f"{current_app.instance_path}/{CREDENTIALS_FILE}"
+    if credentials:
+        click.echo("Demo town loaded. Accounts (shown once; also saved to " + path + "):")
+        for line in credentials:
+            click.echo("  " + line)
+    else:
+        click.echo(f"The database already holds data; demo accounts were listed in {path}.")
+    if no_serve:
+        return
+    click.echo(f"PointSmart is running on http://{host}:{port}/  (Ctrl+C to stop)")
+    sys.stdout.flush()
+    current_app.run(host=host, port=port, debug=False, use_reloader=False)
+
+
+@click.command("create-user")
+@click.option("--username", required=True)
+@click.option("--name", "display_name", help="Name shown in the interface.")
+@click.option(
+    "--role",
+    type=click.Choice(["admin", "committee", "cadre", "clerk"]),
+    required=True,
+)
+@click.option("--place", "place_id", type=int, required=True,
+              help="Id of the town (admin), village (committee, cadre) or shop (clerk).")
+@click.password_option(help="Prompted for when not given.")
+@with_appcontext
+def create_user_command(username, display_name, role, place_id, password) -> None:
+    """Create a staff account with one role over one place."""
+    from .models import Role, Shop, Town, Village
+    from .services import accounts
+    from .services.errors import DomainError
+
+    ensure_database()
+    role = Role(role)
+    place_type = {Role.ADMIN: Town, Role.CLERK: Shop}.get(role, Village)
+    place = db.session.get(place_type, place_id)
+    if place is None:
+        raise click.ClickException(f"There is no {place_type.__name__.lower()} with id {place_id}.")
+    try:
+        user = accounts.create_staff(username, display_name or username, password)
+        accounts.grant(user, role, place)
+    except DomainError as exc:
+        db.session.rollback()
+        raise click.ClickException(str(exc.message)) from None
+    db.session.commit()
+    click.echo(f"Created {username} ({role.value} of {place.name}).")
+
+
+@click.command("check-ledger")
+@with_appcontext
+def check_ledger_command() -> None:
+    """Recompute every balance from the transfers; exit 1 naming any mismatch."""
+    from .services import ledger
+
+    ensure_database()
+    mismatches, unbalanced = ledger.check()
+    accounts = db.session.scalar(sa.select(sa.func.count()).select_from(ledger.Account))
+    for m in mismatches:
+        click.echo(
+            f"MISMATCH account {m.account_id} {m.description}: stored {m.stored}, "
+            f"sum of transfers {m.computed}",
+            err=True,
+        )
+    for transfer_id in unbalanced:
+        click.echo(f"UNBALANCED transfer {transfer_id}: its entries do not sum to zero", err=True)
+    if mismatches or unbalanced:
+        raise SystemExit(1)
+    click.echo(f"Ledger OK: {accounts} accounts match the sum of their transfers.")

@@ -1,0 +1,136 @@
+"""A realistic demo town, loaded through the same services as real data."""
+from __future__ import annotations
+
+import os
+import random
+import secrets
+from datetime import timedelta
+from pathlib import Path
+
+import sqlalchemy as sa
+from flask import current_app
+
+from .extensions import db
+from .models import Category, Role, Town, TransferKind
+from .services import accounts, ledger, places
+from .timeutil import utcnow
+
+CREDENTIALS_FILE = "demo-accounts.txt"
+
+SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何林罗高郑梁谢宋唐许韩冯邓曹彭曾肖田董潘袁蔡蒋余于杜叶程魏苏吕丁任卢姚沈钟姜崔谭陆范汪廖石金韦贾夏付方邹熊白孟秦邱侯江尹薛闫段雷龙黎史陶贺毛郝顾龚邵万覃武钱戴严莫孔向常汤"
+GIVEN = "建国秀英桂兰玉梅志强丽华明德春花海燕国庆红梅金凤永福淑珍文军长青小平学军德胜美玲凤英荣华桂芳宝山家兴翠萍"
+
+VILLAGES = [
+    ("青山村", ["一组", "二组", "三组", "四组"], 130),
+    ("柳溪村", ["东组", "西组", "南组", "北组", "中心组"], 120),
+    ("石桥村", ["上村组", "下村组", "桥头组"], 100),
+]
+
+AWARDS = [
+    (Category.WASTE_SORTING, "垃圾分类合格", 5),
+    (Category.SANITATION, "门前三包、义务保洁", 10),
+    (Category.COURTYARD, "美丽庭院四星", 20),
+    (Category.TREE_PLANTING, "植树造林", 15),
+    (Category.VOLUNTEERING, "志愿服务", 8),
+    (Category.REPORTING, "举报乱倒垃圾属实", 10),
+]
+DEDUCTIONS = [("乱倒垃圾", 10), ("焚烧秸秆", 20)]
+
+
+def _person(rng: random.Random) -> str:
+    given = "".join(rng.choice(GIVEN) for _ in range(rng.choice((1, 2))))
+    return rng.choice(SURNAMES) + given
+
+
+def _password() -> str:
+    return secrets.token_urlsafe(9)
+
+
+def load_demo(seed: int = 2026) -> list[str]:
+    """Load the demo town unless the database holds data; return the account lines to print."""
+    if db.session.scalar(sa.select(sa.func.count()).select_from(Town)):
+        return []
+    rng = random.Random(seed)
+    lines: list[str] = []
+
+    def staff(username: str, name: str, role: Role, place) -> object:
+        password = _password()
+        user = accounts.create_staff(username, name, password)
+        accounts.grant(user, role, place)
+        lines.append(f"{role.value:<10} {username:<14} {password:<14} {name}")
+        return user
+
+    town = places.create_town("青山镇")
+    staff("admin", "镇管理员 何静", Role.ADMIN, town)
+    now = utcnow()
+    phone_seq = iter(range(13800000001, 13899999999))
+    for v_index, (village_name, group_names, households) in enumerate(VILLAGES, start=1):
+        village = places.create_village(town, village_name)
+        groups = [places.create_group(village, name) for name in group_names]
+        shop = places.create_shop(town, f"{village_name}爱心超市", village)
+        approvers = [
+            staff(f"weiyuan{v_index}a", f"{village_name}村委 {_person(rng)}", Role.COMMITTEE, village),
+            staff(f"weiyuan{v_index}b", f"{village_name}村委 {_person(rng)}", Role.COMMITTEE, village),
+        ]
+        cadre = staff(f"ganbu{v_index}", f"{village_name}干部 {_person(rng)}", Role.CADRE, village)
+        staff(f"wangge{v_index}", f"{groups[0].name}网格员 {_person(rng)}", Role.CADRE, groups[0])
+        clerk = staff(f"dianyuan{v_index}", f"{village_name}超市 {_person(rng)}", Role.CLERK, shop)
+
+        for n in range(households):
+            group = groups[n % len(groups)]
+            head = _person(rng)
+            household = places.create_household(
+                group, str(n // len(groups) + 1), head, head_phone=str(next(phone_seq))
+            )
+            for _ in range(rng.randint(1, 4)):
+                places.add_member(household, head[0] + _person(rng)[1:])
+            if n < 2:
+                pin = f"{rng.randint(0, 999999):06d}"
+                accounts.create_villager_login(household.members[0], pin)
+                lines.append(
+                    f"{'villager':<10} {household.members[0].phone:<14} {pin:<14} "
+                    f"{head}（{village_name}{group.name}，PIN）"
+                )
+            _history(rng, household, cadre, approvers, clerk, shop, now)
+    db.session.commit()
+    _save(lines)
+    return lines
+
+
+def _history(rng, household, cadre, approvers, clerk, shop, now) -> None:
+    """Give a household a few months of awards, a deduction now and then, and redemptions."""
+    for i in range(rng.randint(1, 5)):
+        category, reason, points = rng.choice(AWARDS)
+        at = now - timedelta(days=rng.randint(1, 120), hours=rng.randint(0, 10))
+        transfer = ledger.record(
+            kind=TransferKind.AWARD, household=household, points=points, reason=reason,
+            category=category, recorded_by=cadre, key=f"demo-award-{household.id}-{i}",
+            member=rng.choice(household.members),
+        )
+        transfer.created_at = at
+        if rng.random() < 0.9:
+            ledger.post(transfer, rng.choice(approvers))
+            transfer.posted_at = at + timedelta(hours=3)
+    if rng.random() < 0.08:
+        reason, points = rng.choice(DEDUCTIONS)
+        transfer = ledger.record(
+            kind=TransferKind.DEDUCTION, household=household, points=points, reason=reason,
+            category=Category.SANITATION, recorded_by=cadre, key=f"demo-deduction-{household.id}",
+        )
+        if ledger.balance_of(household).spendable >= points:
+            ledger.post(transfer, approvers[0])
+    spendable = ledger.balance_of(household).spendable
+    if spendable >= 20 and rng.random() < 0.5:
+        ledger.redeem(
+            household=household, shop=shop, points=rng.randint(10, spendable), clerk=clerk,
+            key=f"demo-redeem-{household.id}", reason="兑换日用品",
+        )
+
+
+def _save(lines: list[str]) -> None:
+    path = Path(current_app.instance_path) / CREDENTIALS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write("role       login          password       who\n")
+        fh.write("\n".join(lines) + "\n")

@@ -1,0 +1,72 @@
+"""Error pages: a clear message in the user's language, never a stack trace."""
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify, render_template, request
+from flask_babel import gettext as _
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from .extensions import db
+from .services.errors import DomainError
+
+log = logging.getLogger(__name__)
+
+
+def _wants_json() -> bool:
+    return request.blueprint == "api" or request.accept_mimetypes.best == "application/json"
+
+
+def _render(status: int, title: str, message: str):
+    db.session.rollback()
+    if _wants_json():
+        return jsonify(error={"code": str(status), "message": message}), status
+    return render_template("error.html", title=title, message=message), status
+
+
+def init_app(app: Flask) -> None:
+    @app.errorhandler(400)
+    def bad_request(error):
+        return _render(400, _("Bad request"), _("The form was incomplete or had expired. Please try again."))
+
+    @app.errorhandler(403)
+    def forbidden(error):
+        return _render(403, _("Not allowed"), _("Your account cannot open this page."))
+
+    @app.errorhandler(404)
+    def not_found(error):
+        return _render(404, _("Not found"), _("There is no such page or record."))
+
+    @app.errorhandler(405)
+    def method_not_allowed(error):
+        return _render(405, _("Not allowed"), _("This action cannot be done this way."))
+
+    @app.errorhandler(413)
+    def too_large(error):
+        return _render(413, _("Too large"), _("The upload is too large."))
+
+    @app.errorhandler(429)
+    def too_many(error):
+        return _render(
+            429,
+            _("Too many attempts"),
+            _("Too many attempts. Please wait a few minutes before trying again."),
+        )
+
+    @app.errorhandler(DomainError)
+    def domain_error(error: DomainError):
+        return _render(error.status, _("Cannot do this"), str(error.message))
+
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(DBAPIError)
+    def database_down(error):
+        log.error("database error: %s", error)
+        return _render(
+            503,
+            _("Service unavailable"),
+            _("The database cannot be reached right now. Nothing was saved. Please try again in a minute."),
+        )
+
+    @app.errorhandler(500)
+    def server_error(error):
+        return _render(500, _("Something went wrong"), _("An error occurred. Nothing was saved."))

@@ -1,0 +1,1 @@
+"""Every state change lives here. Services flush, never commit: the request commits once."""

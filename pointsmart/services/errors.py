@@ -1,0 +1,63 @@
+"""Domain errors: a stable machine-readable code and a message in the user's language."""
+from __future__ import annotations
+
+from flask_babel import lazy_gettext as _l
+
+
+class DomainError(Exception):
+    """A request the rules refuse; nothing has been changed when it is raised."""
+
+    code = "invalid"
+    status = 422
+    default_message = _l("This request cannot be carried out.")
+
+    def __init__(self, message=None):
+        self.message = message if message is not None else self.default_message
+        super().__init__(str(self.message))
+
+
+class InvalidInput(DomainError):
+    code = "invalid_input"
+
+
+class Forbidden(DomainError):
+    code = "forbidden"
+    status = 403
+    default_message = _l("You are not allowed to do this here.")
+
+
+class NotFound(DomainError):
+    code = "not_found"
+    status = 404
+    default_message = _l("Not found.")
+
+
+class InsufficientPoints(DomainError):
+    code = "insufficient_points"
+    status = 409
+    default_message = _l("Not enough points.")
+
+
+class IdempotencyConflict(DomainError):
+    code = "idempotency_conflict"
+    default_message = _l(
+        "This request was already submitted with different content; start again from a fresh page."
+    )
+
+
+class AlreadyResolved(DomainError):
+    code = "already_resolved"
+    status = 409
+    default_message = _l("This record has already been approved, rejected or reversed.")
+
+
+class SelfApproval(DomainError):
+    code = "self_approval"
+    status = 403
+    default_message = _l("You recorded this yourself; another committee member must approve it.")
+
+
+class NotReversible(DomainError):
+    code = "not_reversible"
+    status = 409
+    default_message = _l("This record cannot be reversed.")

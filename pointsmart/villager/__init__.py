@@ -1,0 +1,38 @@
+"""Pages for villagers: their household's balance and why it changed."""
+from __future__ import annotations
+
+import sqlalchemy as sa
+from flask import Blueprint, render_template
+from flask_login import current_user
+
+from ..auth import role_required
+from ..extensions import db
+from ..models import Household, Role, Transfer
+from ..services import ledger
+
+bp = Blueprint("villager", __name__, url_prefix="/me")
+
+
+def my_household() -> Household:
+    """Return the household of the logged-in villager."""
+    grant = next(g for g in current_user.grants if g.role is Role.VILLAGER)
+    return db.get_or_404(Household, grant.household_id)
+
+
+@bp.get("/")
+@role_required(Role.VILLAGER)
+def home():
+    """Show the household's balances and its latest changes with their reasons."""
+    household = my_household()
+    history = db.session.scalars(
+        sa.select(Transfer)
+        .where(Transfer.household_id == household.id)
+        .order_by(Transfer.created_at.desc(), Transfer.id.desc())
+        .limit(30)
+    ).all()
+    return render_template(
+        "villager/home.html",
+        household=household,
+        balance=ledger.balance_of(household),
+        history=history,
+    )
