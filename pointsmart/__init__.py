@@ -37,6 +37,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     if test_config is None:
         app.config.from_pyfile("config.py", silent=True)
         app.config.from_prefixed_env("POINTSMART")
+        if os.environ.get("DATABASE_URL"):
+            app.config["SQLALCHEMY_DATABASE_URI"] = os.environ["DATABASE_URL"]
     else:
         app.config.from_mapping(test_config)
     _configure_database(app)
@@ -76,7 +78,7 @@ def create_app(test_config: dict | None = None) -> Flask:
 
 
 def _configure_database(app: Flask) -> None:
-    url = app.config.get("SQLALCHEMY_DATABASE_URI") or os.environ.get("DATABASE_URL")
+    url = app.config.get("SQLALCHEMY_DATABASE_URI")
     if not url:
         Path(app.instance_path).mkdir(parents=True, exist_ok=True)
         url = "sqlite:///" + str(Path(app.instance_path) / "pointsmart.sqlite")

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from flask import Flask, current_app, request
-from flask_babel import format_datetime
+from flask_babel import format_datetime, get_locale
 from flask_login import current_user
 
 from .models import Role
@@ -20,17 +20,22 @@ def init_app(app: Flask) -> None:
     from .auth.forms import EmptyForm
     from .labels import category_label, role_label, status_label, transfer_kind_label
 
+    # Globals (not context) so that imported macros see them too.
+    app.jinja_env.globals.update(
+        empty_form=EmptyForm,
+        role_label=role_label,
+        category_label=category_label,
+        status_label=status_label,
+        transfer_kind_label=transfer_kind_label,
+    )
+
     @app.context_processor
     def globals_():
         roles = current_user.roles if current_user.is_authenticated else set()
         return {
             "languages": current_app.config["LANGUAGES"],
+            "locale": str(get_locale()),
             "role_homes": [(r, ROLE_HOMES[r]) for r in ROLE_HOMES if r in roles],
-            "empty_form": EmptyForm,
-            "role_label": role_label,
-            "category_label": category_label,
-            "status_label": status_label,
-            "transfer_kind_label": transfer_kind_label,
             "request_path": request.full_path.rstrip("?") if request else "/",
         }
 
