@@ -28,8 +28,10 @@ def ensure_database() -> None:
     """Fail with a clear message when the database cannot be reached."""
     url = db.engine.url
     try:
-        with db.engine.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
+        # Through the session, not a second connection: on SQLite a second one would
+        # wait for the write lock the session may already hold.
+        db.session.execute(sa.text("SELECT 1"))
+        db.session.rollback()
     except sa.exc.SQLAlchemyError as exc:
         reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
         raise click.ClickException(
@@ -74,7 +76,10 @@ def demo_command(host: str, port: int, no_serve: bool) -> None:
         return
     click.echo(f"PointSmart is running on http://{host}:{port}/  (Ctrl+C to stop)")
     sys.stdout.flush()
-    current_app.run(host=host, port=port, debug=False, use_reloader=False)
+    # Not app.run(): Flask ignores it inside a `flask`-style CLI command and returns at once.
+    from werkzeug.serving import run_simple
+
+    run_simple(host, port, current_app._get_current_object(), threaded=True)
 
 
 @click.command("create-user")

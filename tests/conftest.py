@@ -21,7 +21,8 @@ PASSWORD = "correct horse battery"
 PIN = "246810"
 
 
-def test_config(url: str, **extra) -> dict:
+def app_config(url: str, **extra) -> dict:
+    """Return a test configuration for create_app on the database at ``url``."""
     return {
         "TESTING": True,
         "SECRET_KEY": "test-secret",
@@ -31,6 +32,10 @@ def test_config(url: str, **extra) -> dict:
         "LOG_LEVEL": "WARNING",
         **extra,
     }
+
+
+app_config.__test__ = False  # not a test, wherever it is imported
+test_config = app_config
 
 
 @pytest.fixture(scope="session")
@@ -56,7 +61,7 @@ def migrated(database_url, tmp_path_factory) -> str:
 
     os.environ.setdefault("POINTSMART_INSTANCE_PATH", str(tmp_path_factory.mktemp("instance")))
     wipe(database_url)
-    app = create_app(test_config(database_url))
+    app = create_app(app_config(database_url))
     with app.app_context():
         upgrade(directory=app.extensions["migrate"].directory)
         db.engine.dispose()
@@ -76,7 +81,7 @@ def empty_tables() -> None:
 
 @pytest.fixture
 def app(migrated):
-    app = create_app(test_config(migrated))
+    app = create_app(app_config(migrated))
     with app.app_context():
         yield app
         db.session.remove()
