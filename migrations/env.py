@@ -1,4 +1,5 @@
 """Alembic environment, run through Flask-Migrate inside the application context."""
+
 import logging
 from logging.config import fileConfig
 

@@ -1,7 +1,7 @@
 """PointSmart: points for village environmental upkeep, and the love supermarket."""
+
 from __future__ import annotations
 
-import logging
 import os
 import secrets
 from pathlib import Path

@@ -1,4 +1,5 @@
 """Who may act where: every account is scoped to a place of the tree."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -36,8 +37,7 @@ def covers_village(user: User, village: Village, roles: Role | Iterable[Role]) -
     """Return whether a grant in ``roles`` covers the whole village (or its town)."""
     roles = _as_tuple(roles)
     return any(
-        grant.role in roles
-        and (grant.village_id == village.id or grant.town_id == village.town_id)
+        grant.role in roles and (grant.village_id == village.id or grant.town_id == village.town_id)
         for grant in user.grants
     )
 

@@ -1,4 +1,5 @@
 """The `pointsmart` command: demo, create-user, check-ledger, plus Flask's run/routes and db."""
+
 from __future__ import annotations
 
 import sys
@@ -7,6 +8,7 @@ import click
 import sqlalchemy as sa
 from flask import Flask, current_app
 from flask.cli import FlaskGroup, with_appcontext
+from werkzeug.serving import run_simple
 
 from . import ConfigError, create_app
 from .extensions import db
@@ -64,7 +66,14 @@ def demo_command(host: str, port: int, no_serve: bool) -> None:
 
     ensure_database()
     upgrade_database()
-    credentials = load_demo()
+    # Loading logs a line per ledger event; a new user needs only the accounts.
+    app_logger = current_app.logger
+    level = app_logger.level
+    app_logger.setLevel("WARNING")
+    try:
+        credentials = load_demo()
+    finally:
+        app_logger.setLevel(level)
     path = f"{current_app.instance_path}/{CREDENTIALS_FILE}"
     if credentials:
         click.echo("Demo town loaded. Accounts (shown once; also saved to " + path + "):")
@@ -77,8 +86,6 @@ def demo_command(host: str, port: int, no_serve: bool) -> None:
     click.echo(f"PointSmart is running on http://{host}:{port}/  (Ctrl+C to stop)")
     sys.stdout.flush()
     # Not app.run(): Flask ignores it inside a `flask`-style CLI command and returns at once.
-    from werkzeug.serving import run_simple
-
     run_simple(host, port, current_app._get_current_object(), threaded=True)
 
 
@@ -90,8 +97,13 @@ def demo_command(host: str, port: int, no_serve: bool) -> None:
     type=click.Choice(["admin", "committee", "cadre", "clerk"]),
     required=True,
 )
-@click.option("--place", "place_id", type=int, required=True,
-              help="Id of the town (admin), village (committee, cadre) or shop (clerk).")
+@click.option(
+    "--place",
+    "place_id",
+    type=int,
+    required=True,
+    help="Id of the town (admin), village (committee, cadre) or shop (clerk).",
+)
 @click.password_option(help="Prompted for when not given.")
 @with_appcontext
 def create_user_command(username, display_name, role, place_id, password) -> None:

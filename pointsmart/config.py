@@ -1,4 +1,5 @@
 """Default configuration; a deployment overrides it in instance/config.py or the environment."""
+
 from __future__ import annotations
 
 from datetime import timedelta

@@ -1,4 +1,5 @@
 """A realistic demo town, loaded through the same services as real data."""
+
 from __future__ import annotations
 
 import os
@@ -69,8 +70,12 @@ def load_demo(seed: int = 2026) -> list[str]:
         groups = [places.create_group(village, name) for name in group_names]
         shop = places.create_shop(town, f"{village_name}爱心超市", village)
         approvers = [
-            staff(f"weiyuan{v_index}a", f"{village_name}村委 {_person(rng)}", Role.COMMITTEE, village),
-            staff(f"weiyuan{v_index}b", f"{village_name}村委 {_person(rng)}", Role.COMMITTEE, village),
+            staff(
+                f"weiyuan{v_index}a", f"{village_name}村委 {_person(rng)}", Role.COMMITTEE, village
+            ),
+            staff(
+                f"weiyuan{v_index}b", f"{village_name}村委 {_person(rng)}", Role.COMMITTEE, village
+            ),
         ]
         cadre = staff(f"ganbu{v_index}", f"{village_name}干部 {_person(rng)}", Role.CADRE, village)
         staff(f"wangge{v_index}", f"{groups[0].name}网格员 {_person(rng)}", Role.CADRE, groups[0])
@@ -103,8 +108,13 @@ def _history(rng, household, cadre, approvers, clerk, shop, now) -> None:
         category, reason, points = rng.choice(AWARDS)
         at = now - timedelta(days=rng.randint(1, 120), hours=rng.randint(0, 10))
         transfer = ledger.record(
-            kind=TransferKind.AWARD, household=household, points=points, reason=reason,
-            category=category, recorded_by=cadre, key=f"demo-award-{household.id}-{i}",
+            kind=TransferKind.AWARD,
+            household=household,
+            points=points,
+            reason=reason,
+            category=category,
+            recorded_by=cadre,
+            key=f"demo-award-{household.id}-{i}",
             member=rng.choice(household.members),
         )
         transfer.created_at = at
@@ -114,16 +124,25 @@ def _history(rng, household, cadre, approvers, clerk, shop, now) -> None:
     if rng.random() < 0.08:
         reason, points = rng.choice(DEDUCTIONS)
         transfer = ledger.record(
-            kind=TransferKind.DEDUCTION, household=household, points=points, reason=reason,
-            category=Category.SANITATION, recorded_by=cadre, key=f"demo-deduction-{household.id}",
+            kind=TransferKind.DEDUCTION,
+            household=household,
+            points=points,
+            reason=reason,
+            category=Category.SANITATION,
+            recorded_by=cadre,
+            key=f"demo-deduction-{household.id}",
         )
         if ledger.balance_of(household).spendable >= points:
             ledger.post(transfer, approvers[0])
     spendable = ledger.balance_of(household).spendable
     if spendable >= 20 and rng.random() < 0.5:
         ledger.redeem(
-            household=household, shop=shop, points=rng.randint(10, spendable), clerk=clerk,
-            key=f"demo-redeem-{household.id}", reason="兑换日用品",
+            household=household,
+            shop=shop,
+            points=rng.randint(10, spendable),
+            clerk=clerk,
+            key=f"demo-redeem-{household.id}",
+            reason="兑换日用品",
         )
 
 

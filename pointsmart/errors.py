@@ -1,4 +1,5 @@
 """Error pages: a clear message in the user's language, never a stack trace."""
+
 from __future__ import annotations
 
 import logging
@@ -27,7 +28,9 @@ def _render(status: int, title: str, message: str):
 def init_app(app: Flask) -> None:
     @app.errorhandler(400)
     def bad_request(error):
-        return _render(400, _("Bad request"), _("The form was incomplete or had expired. Please try again."))
+        return _render(
+            400, _("Bad request"), _("The form was incomplete or had expired. Please try again.")
+        )
 
     @app.errorhandler(403)
     def forbidden(error):
@@ -64,7 +67,9 @@ def init_app(app: Flask) -> None:
         return _render(
             503,
             _("Service unavailable"),
-            _("The database cannot be reached right now. Nothing was saved. Please try again in a minute."),
+            _(
+                "The database cannot be reached right now. Nothing was saved. Please try again in a minute."
+            ),
         )
 
     @app.errorhandler(500)

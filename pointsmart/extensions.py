@@ -1,4 +1,5 @@
 """Unbound Flask extensions; the application factory binds them."""
+
 from __future__ import annotations
 
 from flask_babel import Babel

@@ -1,4 +1,5 @@
 """Template filters and globals shared by every page."""
+
 from __future__ import annotations
 
 from flask import Flask, current_app, request
@@ -32,9 +33,11 @@ def init_app(app: Flask) -> None:
     @app.context_processor
     def globals_():
         roles = current_user.roles if current_user.is_authenticated else set()
+        # Babel expands zh_CN to zh_Hans_CN; templates compare with the LANGUAGES codes.
+        locale = get_locale()
         return {
             "languages": current_app.config["LANGUAGES"],
-            "locale": str(get_locale()),
+            "locale": "_".join(filter(None, (locale.language, locale.territory))),
             "role_homes": [(r, ROLE_HOMES[r]) for r in ROLE_HOMES if r in roles],
             "request_path": request.full_path.rstrip("?") if request else "/",
         }

@@ -1,4 +1,5 @@
 """One place for "now": stored in UTC, shown in Asia/Shanghai."""
+
 from __future__ import annotations
 
 from datetime import UTC, date, datetime

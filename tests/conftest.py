@@ -3,6 +3,7 @@
 Set POINTSMART_TEST_DATABASE_URL (e.g. postgresql+psycopg://localhost/pointsmart_test)
 to run the whole suite against that database; it must be one the suite may empty.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -10,6 +11,7 @@ import os
 
 import pytest
 import sqlalchemy as sa
+from flask import g, request_started
 
 from pointsmart import create_app
 from pointsmart.extensions import db
@@ -79,10 +81,17 @@ def empty_tables() -> None:
                 conn.execute(table.delete())
 
 
+def _fresh_g(sender, **extra):
+    # The fixture keeps one app context open for the whole test, so requests would share
+    # `g` and with it Flask-Login's user, Flask-WTF's token and Babel's locale; production
+    # gives every request a fresh one.
+    g.__dict__.clear()
+
+
 @pytest.fixture
 def app(migrated):
     app = create_app(app_config(migrated))
-    with app.app_context():
+    with app.app_context(), request_started.connected_to(_fresh_g):
         yield app
         db.session.remove()
         empty_tables()
@@ -144,8 +153,12 @@ class Factory:
         recorder = recorder or self.staff(Role.CADRE, village)
         approver = approver or self.staff(Role.COMMITTEE, village)
         transfer = ledger.record(
-            kind=TransferKind.AWARD, household=household, points=points, reason="垃圾分类",
-            recorded_by=recorder, key=f"fund-{self.n()}",
+            kind=TransferKind.AWARD,
+            household=household,
+            points=points,
+            reason="垃圾分类",
+            recorded_by=recorder,
+            key=f"fund-{self.n()}",
         )
         return ledger.post(transfer, approver)
 

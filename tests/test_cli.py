@@ -1,4 +1,5 @@
 """The pointsmart command line: check-ledger, create-user, clear start-up errors."""
+
 from __future__ import annotations
 
 import os
@@ -47,7 +48,10 @@ def test_check_ledger_names_tampered_account(runner, make):
     db.session.commit()
     result = runner.invoke(args=["check-ledger"])
     assert result.exit_code == 1
-    assert f"account {account.id} household {household.id} 王建国 (household_spendable)" in result.output
+    assert (
+        f"account {account.id} household {household.id} 王建国 (household_spendable)"
+        in result.output
+    )
     assert "stored 1000, sum of transfers 40" in result.output
 
 
@@ -55,8 +59,19 @@ def test_create_user_grants_role(runner, make):
     village = make.village()
     db.session.commit()
     result = runner.invoke(
-        args=["create-user", "--username", "liwei", "--name", "李伟", "--role", "committee",
-              "--place", str(village.id), "--password", "a-long-password"]
+        args=[
+            "create-user",
+            "--username",
+            "liwei",
+            "--name",
+            "李伟",
+            "--role",
+            "committee",
+            "--place",
+            str(village.id),
+            "--password",
+            "a-long-password",
+        ]
     )
     assert result.exit_code == 0, result.output
     user = db.session.scalar(sa.select(User).where(User.username == "liwei"))
@@ -70,19 +85,35 @@ def test_create_user_refuses_bad_input(runner, make):
     db.session.commit()
     # Messages come out in the default interface language, like the pages.
     cases = [
-        (["--username", "taken", "--role", "cadre", "--place", str(village.id)],
-         gettext("That username is taken.")),
-        (["--username", "newone", "--role", "cadre", "--place", "99999"], "no village with id 99999"),
-        (["--username", "x", "--role", "cadre", "--place", str(village.id)],
-         gettext("Usernames are 3 to 40 letters, digits, dots, dashes or underscores.")),
+        (
+            ["--username", "taken", "--role", "cadre", "--place", str(village.id)],
+            gettext("That username is taken."),
+        ),
+        (
+            ["--username", "newone", "--role", "cadre", "--place", "99999"],
+            "no village with id 99999",
+        ),
+        (
+            ["--username", "x", "--role", "cadre", "--place", str(village.id)],
+            gettext("Usernames are 3 to 40 letters, digits, dots, dashes or underscores."),
+        ),
     ]
     for args, message in cases:
         result = runner.invoke(args=["create-user", *args, "--password", "a-long-password"])
         assert result.exit_code != 0
         assert message in result.output
     short = runner.invoke(
-        args=["create-user", "--username", "shorty", "--role", "cadre", "--place", str(village.id),
-              "--password", "short"]
+        args=[
+            "create-user",
+            "--username",
+            "shorty",
+            "--role",
+            "cadre",
+            "--place",
+            str(village.id),
+            "--password",
+            "short",
+        ]
     )
     assert short.exit_code != 0
     assert gettext("The password must have at least %(n)s characters.", n=8) in short.output
@@ -97,7 +128,9 @@ def test_bad_database_url_is_explained(tmp_path):
 
 
 def test_unsupported_database_is_explained(tmp_path):
-    result = run_cli("check-ledger", env={"DATABASE_URL": "mysql://x@localhost/y"}, tmp_path=tmp_path)
+    result = run_cli(
+        "check-ledger", env={"DATABASE_URL": "mysql://x@localhost/y"}, tmp_path=tmp_path
+    )
     assert result.returncode != 0
     assert "PointSmart runs on SQLite or PostgreSQL" in result.stderr
     assert "Traceback" not in result.stderr

@@ -1,4 +1,5 @@
 """The migrations are the schema: one head, upgrade from empty, and they match the models."""
+
 from __future__ import annotations
 
 import uuid

@@ -1,4 +1,5 @@
 """Pages for town administrators."""
+
 from __future__ import annotations
 
 import sqlalchemy as sa

@@ -1,4 +1,5 @@
 """Authentication: login sessions and the one access decorator."""
+
 from __future__ import annotations
 
 from functools import wraps
@@ -31,7 +32,8 @@ def role_required(*roles: Role):
         @wraps(view)
         def wrapped(*args, **kwargs):
             if not current_user.is_authenticated:
-                if request.blueprint == "api" or request.accept_mimetypes.best == "application/json":
+                wants_json = request.accept_mimetypes.best == "application/json"
+                if request.blueprint == "api" or wants_json:
                     return jsonify(error={"code": "unauthenticated"}), 401
                 return login_manager.unauthorized()
             if roles and not (current_user.roles & set(roles)):

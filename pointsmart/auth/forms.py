@@ -8,11 +8,13 @@ from wtforms.validators import InputRequired, Length
 
 class VillagerLoginForm(FlaskForm):
     phone = StringField(
-        _l("Mobile number"), validators=[InputRequired(), Length(max=20)],
+        _l("Mobile number"),
+        validators=[InputRequired(), Length(max=20)],
         render_kw={"inputmode": "tel", "autocomplete": "tel"},
     )
     pin = PasswordField(
-        _l("PIN (6 digits)"), validators=[InputRequired(), Length(max=20)],
+        _l("PIN (6 digits)"),
+        validators=[InputRequired(), Length(max=20)],
         render_kw={"inputmode": "numeric", "autocomplete": "current-password"},
     )
     next = HiddenField()
@@ -20,11 +22,13 @@ class VillagerLoginForm(FlaskForm):
 
 class StaffLoginForm(FlaskForm):
     username = StringField(
-        _l("Username"), validators=[InputRequired(), Length(max=40)],
+        _l("Username"),
+        validators=[InputRequired(), Length(max=40)],
         render_kw={"autocomplete": "username", "autocapitalize": "none"},
     )
     password = PasswordField(
-        _l("Password"), validators=[InputRequired(), Length(max=200)],
+        _l("Password"),
+        validators=[InputRequired(), Length(max=200)],
         render_kw={"autocomplete": "current-password"},
     )
     next = HiddenField()

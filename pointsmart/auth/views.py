@@ -1,4 +1,5 @@
 """Login for villagers (phone + PIN) and staff (username + password), logout, language."""
+
 from __future__ import annotations
 
 from urllib.parse import urlsplit
@@ -30,8 +31,11 @@ def _login_limit() -> str:
 
 def _login_identity() -> str:
     # Limit guesses per account too, so rotating addresses does not help an attacker.
-    who = request.form.get("username") or accounts.normalize_phone(request.form.get("phone", ""))
-    return "login:" + who[:40]
+    # Key on the field the endpoint authenticates with, normalized as it is looked up,
+    # so neither an extra form field nor another spelling starts a fresh count.
+    if request.endpoint == "auth.staff_login":
+        return "login:staff:" + request.form.get("username", "").strip()[:40]
+    return "login:phone:" + accounts.normalize_phone(request.form.get("phone", ""))[:40]
 
 
 def safe_next(target: str | None) -> str | None:
@@ -40,6 +44,9 @@ def safe_next(target: str | None) -> str | None:
         return None
     parts = urlsplit(target)
     if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+        return None
+    # Browsers read "\" as "/" and drop tabs and newlines: "/\evil.example" leaves the site.
+    if "\\" in target or any(ord(ch) < 32 or ord(ch) == 127 for ch in target):
         return None
     return target
 
@@ -69,7 +76,10 @@ def login():
         user = accounts.authenticate_villager(form.phone.data, form.pin.data)
         if user is not None and user.has_role(Role.VILLAGER):
             return _finish_login(user, current_app.config["VILLAGER_SESSION_LIFETIME"])
-        flash(_("Wrong mobile number or PIN. Ask your village cadre if you forgot the PIN."), "error")
+        flash(
+            _("Wrong mobile number or PIN. Ask your village cadre if you forgot the PIN."),
+            "error",
+        )
     return render_template("auth/login.html", form=form)
 
 

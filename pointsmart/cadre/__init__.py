@@ -1,4 +1,5 @@
 """Pages for cadres and grid officers: the households they look after."""
+
 from __future__ import annotations
 
 import sqlalchemy as sa

@@ -1,4 +1,5 @@
 """Pages for love-supermarket clerks."""
+
 from __future__ import annotations
 
 from datetime import datetime, time

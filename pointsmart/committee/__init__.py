@@ -1,4 +1,5 @@
 """Pages for village committee members: the approval queue."""
+
 from __future__ import annotations
 
 import sqlalchemy as sa
@@ -20,19 +21,24 @@ from ..services.errors import DomainError
 
 bp = Blueprint("committee", __name__, url_prefix="/committee")
 
+
 class RejectForm(FlaskForm):
     reason = StringField(_l("Reason for rejection"), validators=[InputRequired(), Length(max=200)])
+
 
 def committee_villages() -> list[int]:
     return [g.village_id for g in current_user.grants if g.role is Role.COMMITTEE and g.village_id]
 
+
 def get_transfer_or_404(transfer_id: int) -> Transfer:
     """Return a transfer of one of the member's villages; 404 for any other, giving nothing away."""
     transfer = db.session.get(Transfer, transfer_id)
-    if transfer is None or not access.covers_village(current_user, transfer.village, Role.COMMITTEE):
-
+    if transfer is None or not access.covers_village(
+        current_user, transfer.village, Role.COMMITTEE
+    ):
         abort(404)
     return transfer
+
 
 @bp.get("/")
 @role_required(Role.COMMITTEE)
@@ -47,10 +53,13 @@ def home():
         .order_by(Transfer.created_at)
         .limit(200)
     ).all()
-    villages = db.session.scalars(sa.select(Village).where(Village.id.in_(committee_villages()))).all()
+    villages = db.session.scalars(
+        sa.select(Village).where(Village.id.in_(committee_villages()))
+    ).all()
     return render_template(
         "committee/home.html", pending=pending, villages=villages, reject_form=RejectForm()
     )
+
 
 @bp.post("/transfers/<int:transfer_id>/approve")
 @role_required(Role.COMMITTEE)
@@ -61,12 +70,19 @@ def approve(transfer_id: int):
         try:
             ledger.post(transfer, current_user)
             db.session.commit()
-            flash(_("Approved: %(reason)s for %(household)s.", reason=transfer.reason,
-                    household=transfer.household.name), "success")
+            flash(
+                _(
+                    "Approved: %(reason)s for %(household)s.",
+                    reason=transfer.reason,
+                    household=transfer.household.name,
+                ),
+                "success",
+            )
         except DomainError as error:
             db.session.rollback()
             flash(str(error.message), "error")
     return redirect(url_for(".home"))
+
 
 @bp.post("/transfers/<int:transfer_id>/reject")
 @role_required(Role.COMMITTEE)

@@ -1,4 +1,5 @@
 """The landing page: send each person to their own home page."""
+
 from __future__ import annotations
 
 from flask import Blueprint, redirect, render_template, url_for

@@ -5,6 +5,7 @@ a yearly clearing). Its entries move points between accounts and sum to zero per
 unit (spendable, honour). Balances are the sum of the entries of posted transfers,
 kept in ``accounts.balance`` by the ledger service so they read in O(1).
 """
+
 from __future__ import annotations
 
 import enum
@@ -157,9 +158,7 @@ class Transfer(db.Model):
     recorded_by = relationship("User", foreign_keys=[recorded_by_id])
     approved_by = relationship("User", foreign_keys=[approved_by_id])
     voided_by = relationship("User", foreign_keys=[voided_by_id])
-    reverses: Mapped[Transfer | None] = relationship(
-        remote_side=[id], back_populates="reversed_by"
-    )
+    reverses: Mapped[Transfer | None] = relationship(remote_side=[id], back_populates="reversed_by")
     reversed_by: Mapped[Transfer | None] = relationship(back_populates="reverses")
 
     @property

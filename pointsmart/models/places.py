@@ -1,4 +1,5 @@
 """The place tree: town → village → villager group → household → member."""
+
 from __future__ import annotations
 
 import enum
@@ -27,9 +28,7 @@ class Town(db.Model):
     name: Mapped[str] = mapped_column(sa.String(60))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
-    villages: Mapped[list[Village]] = relationship(
-        back_populates="town", order_by="Village.name"
-    )
+    villages: Mapped[list[Village]] = relationship(back_populates="town", order_by="Village.name")
 
     def __repr__(self) -> str:
         return f"<Town {self.id} {self.name}>"

@@ -1,4 +1,5 @@
 """Love supermarkets (爱心超市)."""
+
 from __future__ import annotations
 
 from datetime import datetime

@@ -1,7 +1,8 @@
 """Column types shared by the models."""
+
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC
 
 import sqlalchemy as sa
 

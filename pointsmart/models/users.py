@@ -1,4 +1,5 @@
 """Accounts, their roles scoped to places, and login sessions."""
+
 from __future__ import annotations
 
 import enum

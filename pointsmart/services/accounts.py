@@ -1,4 +1,5 @@
 """User accounts, their role grants, and server-side login sessions."""
+
 from __future__ import annotations
 
 import logging
@@ -41,7 +42,13 @@ _SCOPES: dict[Role, tuple[type, ...]] = {
     Role.CLERK: (Shop,),
     Role.ADMIN: (Town,),
 }
-_COLUMN = {Town: "town", Village: "village", VillagerGroup: "group", Shop: "shop", Household: "household"}
+_COLUMN = {
+    Town: "town",
+    Village: "village",
+    VillagerGroup: "group",
+    Shop: "shop",
+    Household: "household",
+}
 
 # Compared against when the account does not exist, so timing does not reveal it.
 _DUMMY_HASH = generate_password_hash("not a real password")
@@ -120,7 +127,9 @@ def create_villager_login(member: Member, pin: str) -> User:
     if db.session.scalar(sa.select(User.id).where(User.phone == phone)) is not None:
         raise InvalidInput(_l("That phone number already has an account."))
     user = User(
-        phone=phone, display_name=member.name, member=member,
+        phone=phone,
+        display_name=member.name,
+        member=member,
         pin_hash=generate_password_hash(check_pin(pin)),
     )
     db.session.add(user)

@@ -1,4 +1,5 @@
 """Domain errors: a stable machine-readable code and a message in the user's language."""
+
 from __future__ import annotations
 
 from flask_babel import lazy_gettext as _l

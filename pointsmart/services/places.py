@@ -1,4 +1,5 @@
 """Creating the place tree; every place that holds points gets its accounts here."""
+
 from __future__ import annotations
 
 import logging

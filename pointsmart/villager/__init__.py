@@ -1,4 +1,5 @@
 """Pages for villagers: their household's balance and why it changed."""
+
 from __future__ import annotations
 
 import sqlalchemy as sa

@@ -1,0 +1,201 @@
+"""Who may open what: every route of the URL map × every role, an outsider and anonymous.
+
+The routes come from ``app.url_map``, so a new route is covered as soon as it exists, and
+the matrix fails until EXPECTED says who may open it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+import pytest
+from werkzeug.security import generate_password_hash
+
+from pointsmart import create_app
+from pointsmart.extensions import db
+from pointsmart.models import Role, TransferKind
+from pointsmart.services import accounts, ledger
+from tests.conftest import app_config, login
+
+LOGIN_PAGE = "login page"  # anonymous users get the form; logged-in users are sent home
+ANY_USER = "any user"  # every logged-in account, whatever its roles
+ANYONE = "anyone"  # logged in or not (log out, switch language)
+
+#: Who may open each endpoint: one of the words above or the roles that may.
+#: A route missing here fails the matrix: whoever adds a route declares its audience.
+EXPECTED: dict[str, str | frozenset[Role]] = {
+    "main.home": ANY_USER,
+    "auth.login": LOGIN_PAGE,
+    "auth.staff_login": LOGIN_PAGE,
+    "auth.logout": ANYONE,
+    "auth.language": ANYONE,
+    "villager.home": frozenset({Role.VILLAGER}),
+    "cadre.home": frozenset({Role.CADRE}),
+    "committee.home": frozenset({Role.COMMITTEE}),
+    "committee.approve": frozenset({Role.COMMITTEE}),
+    "committee.reject": frozenset({Role.COMMITTEE}),
+    "clerk.home": frozenset({Role.CLERK}),
+    "admin.home": frozenset({Role.ADMIN}),
+}
+
+#: How to fill each URL argument from the objects of one place (see Place below).
+ARGUMENTS = {
+    "transfer_id": lambda place: place.pending.id,
+    "household_id": lambda place: place.household.id,
+    "member_id": lambda place: place.household.members[0].id,
+    "group_id": lambda place: place.group.id,
+    "village_id": lambda place: place.village.id,
+    "shop_id": lambda place: place.shop.id,
+}
+
+#: Form fields a POST may need to get past validation to the access decision.
+FORM = {"reason": "核对", "locale": "en"}
+
+
+def _rules():
+    app = create_app(app_config("sqlite://"))
+    rules = [r for r in app.url_map.iter_rules() if r.endpoint != "static"]
+    return sorted(rules, key=lambda r: (r.rule, r.endpoint))
+
+
+RULES = _rules()
+
+
+@pytest.fixture(autouse=True)
+def cheap_hashes(monkeypatch):
+    """Hash with one round here: each route builds ten accounts, and nobody types a password."""
+    cheap = partial(generate_password_hash, method="pbkdf2:sha256:1")
+    monkeypatch.setattr(accounts, "generate_password_hash", cheap)
+
+
+@dataclass
+class Place:
+    """One village of one town with a household, a shop, a pending award and a user per role."""
+
+    village: object
+    group: object
+    household: object
+    shop: object
+    pending: object
+    users: dict[Role, object]
+
+
+def build_place(make) -> Place:
+    village = make.village(make.town())
+    group = make.group(village)
+    household = make.household(group)
+    shop = make.shop(village)
+    users = {
+        Role.VILLAGER: make.villager(household),
+        Role.CADRE: make.staff(Role.CADRE, village),
+        Role.COMMITTEE: make.staff(Role.COMMITTEE, village),
+        Role.CLERK: make.staff(Role.CLERK, shop),
+        Role.ADMIN: make.staff(Role.ADMIN, village.town),
+    }
+    pending = ledger.record(
+        kind=TransferKind.AWARD,
+        household=household,
+        points=5,
+        reason="垃圾分类",
+        recorded_by=users[Role.CADRE],
+        key=f"matrix-{village.id}",
+    )
+    return Place(village, group, household, shop, pending, users)
+
+
+def url_for_place(rule, place: Place) -> str:
+    """Return the rule's URL with its arguments taken from the objects of ``place``."""
+    missing = rule.arguments - ARGUMENTS.keys()
+    assert not missing, (
+        f"{rule.rule} takes {sorted(missing)}: add a builder to ARGUMENTS in {__file__}"
+    )
+    _domain, path = rule.build({name: ARGUMENTS[name](place) for name in rule.arguments})
+    return path
+
+
+def expected_outcome(access, method: str, rule, role: Role | None, where: str) -> str:
+    """Return what a request should get: ok, done, login, home, forbidden, not found or 405.
+
+    ``role`` is the identity's role (None for anonymous); ``where`` says whether the user
+    belongs to the place the URL's objects come from ("home") or to another town ("away").
+    """
+    if method not in rule.methods:
+        return "405"
+    if access == ANYONE:
+        return "done"  # logging out answers everyone with the login page
+    if role is None:
+        return "ok" if access == LOGIN_PAGE else "login"
+    if access == LOGIN_PAGE:
+        return "home"
+    if access != ANY_USER and role not in access:
+        return "forbidden"
+    if rule.arguments and where == "away":
+        return "not found"  # another village's objects: not even their existence is told
+    return "ok"
+
+
+def matches(outcome: str, response) -> bool:
+    status, location = response.status_code, response.headers.get("Location", "")
+    return {
+        # A page answers 200; an action, or "/" that only sends a user on, redirects.
+        "ok": status == 200 or (status == 302 and not location.startswith("/login")),
+        "done": status in (200, 302),
+        "login": status == 302 and location.startswith("/login"),
+        "home": status == 302 and location == "/",
+        "forbidden": status == 403,
+        "not found": status == 404,
+        "405": status == 405,
+    }[outcome]
+
+
+def identities(access, home: Place, away: Place):
+    """Yield (label, user, role, where): anonymous, each role at home, outsiders from away."""
+    yield "anonymous", None, None, "home"
+    for role, user in home.users.items():
+        yield f"{role.value}", user, role, "home"
+    outsiders = access if isinstance(access, frozenset) else {Role.COMMITTEE}
+    for role in sorted(outsiders):
+        yield f"{role.value} of another town", away.users[role], role, "away"
+
+
+def test_every_route_has_an_expectation_and_no_entry_is_stale():
+    endpoints = {rule.endpoint for rule in RULES}
+    assert not endpoints - EXPECTED.keys(), (
+        f"routes without an access expectation: {sorted(endpoints - EXPECTED.keys())}; "
+        "declare who may open them in EXPECTED in tests/test_access_matrix.py"
+    )
+    assert not EXPECTED.keys() - endpoints, f"stale entries: {sorted(EXPECTED.keys() - endpoints)}"
+
+
+@pytest.mark.parametrize("rule", RULES, ids=lambda r: f"{r.endpoint}:{r.rule}")
+def test_access_matrix(app, make, rule):
+    assert rule.endpoint in EXPECTED, (
+        f"{rule.rule} ({rule.endpoint}) has no access expectation; "
+        "declare who may open it in EXPECTED in tests/test_access_matrix.py"
+    )
+    access = EXPECTED[rule.endpoint]
+    home, away = build_place(make), build_place(make)
+    db.session.commit()
+
+    # A GET is tried on every route (405 where it is not allowed); a POST only on action
+    # routes, as the login forms' POSTs have tests of their own.
+    methods = ["GET"] if "GET" in rule.methods else ["GET", "POST"]
+    failures = []
+    for label, user, role, where in identities(access, home, away):
+        client = app.test_client()
+        if user is not None:
+            login(client, user)
+        urls = [(url_for_place(rule, home), where)]
+        if rule.arguments and where == "home" and role is not None:
+            urls.append((url_for_place(rule, away), "away"))  # the right role, another village
+        for url, objects_from in urls:
+            for method in methods:
+                outcome = expected_outcome(access, method, rule, role, objects_from)
+                response = client.open(url, method=method, data=FORM if method == "POST" else None)
+                if not matches(outcome, response):
+                    failures.append(
+                        f"{label:<28} {method:<4} {url:<40} expected {outcome}, got "
+                        f"{response.status_code} {response.headers.get('Location', '')}"
+                    )
+    assert not failures, f"{rule.rule} ({rule.endpoint}):\n" + "\n".join(failures)
