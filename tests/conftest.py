@@ -6,12 +6,14 @@ to run the whole suite against that database; it must be one the suite may empty
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 
 import pytest
 import sqlalchemy as sa
 from flask import g, request_started
+from werkzeug.security import generate_password_hash
 
 from pointsmart import create_app
 from pointsmart.extensions import db
@@ -161,6 +163,19 @@ class Factory:
             key=f"fund-{self.n()}",
         )
         return ledger.post(transfer, approver)
+
+
+@pytest.fixture(autouse=True)
+def cheap_password_hashing(monkeypatch):
+    """Hash with one round in tests: many accounts are made and a real hash takes 0.1 s.
+
+    Still a salted hash that check_password_hash verifies; production keeps scrypt.
+    """
+    monkeypatch.setattr(
+        accounts,
+        "generate_password_hash",
+        functools.partial(generate_password_hash, method="pbkdf2:sha256:1"),
+    )
 
 
 @pytest.fixture

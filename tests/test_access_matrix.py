@@ -7,15 +7,13 @@ the matrix fails until EXPECTED says who may open it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 
 import pytest
-from werkzeug.security import generate_password_hash
 
 from pointsmart import create_app
 from pointsmart.extensions import db
 from pointsmart.models import Role, TransferKind
-from pointsmart.services import accounts, ledger
+from pointsmart.services import ledger
 from tests.conftest import app_config, login
 
 LOGIN_PAGE = "login page"  # anonymous users get the form; logged-in users are sent home
@@ -60,13 +58,6 @@ def _rules():
 
 
 RULES = _rules()
-
-
-@pytest.fixture(autouse=True)
-def cheap_hashes(monkeypatch):
-    """Hash with one round here: each route builds ten accounts, and nobody types a password."""
-    cheap = partial(generate_password_hash, method="pbkdf2:sha256:1")
-    monkeypatch.setattr(accounts, "generate_password_hash", cheap)
 
 
 @dataclass

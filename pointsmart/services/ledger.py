@@ -5,6 +5,7 @@ are pending until someone other than the recorder posts them; every business eve
 carries an idempotency key; the balance floor is enforced by the UPDATE that moves
 the points, so two clerks at once cannot overdraw a household.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -77,7 +78,7 @@ def open_shop_account(shop: Shop) -> None:
 
 
 def _account(kind: AccountKind, **owner) -> Account:
-    (column, owner_id), = owner.items()
+    ((column, owner_id),) = owner.items()
     account = db.session.scalar(
         sa.select(Account).where(Account.kind == kind, getattr(Account, column) == owner_id)
     )
@@ -114,9 +115,7 @@ def _check_points(points) -> int:
     if points <= 0:
         raise InvalidInput(_l("Points must be greater than zero."))
     if points > MAX_POINTS:
-        raise InvalidInput(
-            _l("At most %(max)s points can move in one record.", max=MAX_POINTS)
-        )
+        raise InvalidInput(_l("At most %(max)s points can move in one record.", max=MAX_POINTS))
     return points
 
 
@@ -218,7 +217,9 @@ def _household_floors(transfer: Transfer, allow_negative: bool) -> dict[int, int
     if allow_negative:
         return {}
     return {
-        e.account_id: 0 for e in transfer.entries if e.account.kind is AccountKind.HOUSEHOLD_SPENDABLE
+        e.account_id: 0
+        for e in transfer.entries
+        if e.account.kind is AccountKind.HOUSEHOLD_SPENDABLE
     }
 
 
@@ -262,9 +263,14 @@ def record(
         raise Forbidden()
     village = household.group.village
     fingerprint = _fingerprint(
-        kind=kind.value, household=household.id, points=points, reason=reason,
-        category=category and category.value, member=member and member.id,
-        note=note, source=source,
+        kind=kind.value,
+        household=household.id,
+        points=points,
+        reason=reason,
+        category=category and category.value,
+        member=member and member.id,
+        note=note,
+        source=source,
     )
     sign = 1 if kind is TransferKind.AWARD else -1
     spendable = _account(AccountKind.HOUSEHOLD_SPENDABLE, household_id=household.id)
@@ -275,21 +281,36 @@ def record(
     )
     village_honour = _account(AccountKind.VILLAGE_HONOUR, village_id=village.id)
     transfer = Transfer(
-        idempotency_key=key, fingerprint=fingerprint, kind=kind,
-        status=TransferStatus.PENDING, amount=points, household=household, village=village,
-        member=member, category=category, reason=reason, note=note,
-        source_type=source[0] if source else None, source_id=source[1] if source else None,
+        idempotency_key=key,
+        fingerprint=fingerprint,
+        kind=kind,
+        status=TransferStatus.PENDING,
+        amount=points,
+        household=household,
+        village=village,
+        member=member,
+        category=category,
+        reason=reason,
+        note=note,
+        source_type=source[0] if source else None,
+        source_id=source[1] if source else None,
         recorded_by=recorded_by,
     )
     legs = [
-        (spendable, sign * points), (counterpart, -sign * points),
-        (honour, sign * points), (village_honour, -sign * points),
+        (spendable, sign * points),
+        (counterpart, -sign * points),
+        (honour, sign * points),
+        (village_honour, -sign * points),
     ]
     transfer, created = _insert(transfer, legs)
     if created:
         log.info(
             "user %s recorded %s %s of %s points for household %s",
-            recorded_by.id, kind.value, transfer.id, points, household.id,
+            recorded_by.id,
+            kind.value,
+            transfer.id,
+            points,
+            household.id,
         )
     return transfer
 
@@ -335,7 +356,9 @@ def void(transfer: Transfer, actor: User, reason: str) -> Transfer:
         sa.update(Transfer)
         .where(Transfer.id == transfer.id, Transfer.status == TransferStatus.PENDING)
         .values(
-            status=TransferStatus.VOIDED, voided_by_id=actor.id, voided_at=utcnow(),
+            status=TransferStatus.VOIDED,
+            voided_by_id=actor.id,
+            voided_at=utcnow(),
             void_reason=reason,
         )
         .execution_options(synchronize_session=False)
@@ -386,16 +409,29 @@ def redeem(
     if not shop.serves(household):
         raise Forbidden(_l("This shop does not serve this household's village."))
     fingerprint = _fingerprint(
-        kind=TransferKind.REDEMPTION.value, household=household.id, shop=shop.id,
-        points=points, reason=reason, member=member and member.id, source=source,
+        kind=TransferKind.REDEMPTION.value,
+        household=household.id,
+        shop=shop.id,
+        points=points,
+        reason=reason,
+        member=member and member.id,
+        source=source,
     )
     spendable = _account(AccountKind.HOUSEHOLD_SPENDABLE, household_id=household.id)
     shop_account = _account(AccountKind.SHOP, shop_id=shop.id)
     transfer = Transfer(
-        idempotency_key=key, fingerprint=fingerprint, kind=TransferKind.REDEMPTION,
-        status=TransferStatus.PENDING, amount=points, household=household,
-        village=household.group.village, shop=shop, member=member, reason=reason,
-        source_type=source[0] if source else None, source_id=source[1] if source else None,
+        idempotency_key=key,
+        fingerprint=fingerprint,
+        kind=TransferKind.REDEMPTION,
+        status=TransferStatus.PENDING,
+        amount=points,
+        household=household,
+        village=household.group.village,
+        shop=shop,
+        member=member,
+        reason=reason,
+        source_type=source[0] if source else None,
+        source_id=source[1] if source else None,
         recorded_by=clerk,
     )
     transfer, created = _insert(transfer, [(spendable, -points), (shop_account, points)])
@@ -403,7 +439,11 @@ def redeem(
         _post_now(transfer, None, {spendable.id: 0})
         log.info(
             "clerk %s redeemed %s points for household %s at shop %s (transfer %s)",
-            clerk.id, points, household.id, shop.id, transfer.id,
+            clerk.id,
+            points,
+            household.id,
+            shop.id,
+            transfer.id,
         )
     return transfer
 
@@ -436,7 +476,9 @@ def reverse(transfer: Transfer, actor: User, reason: str, key: str) -> Transfer:
     """
     reason = _check_reason(reason)
     key = _check_key(key)
-    fingerprint = _fingerprint(kind=TransferKind.REVERSAL.value, reverses=transfer.id, reason=reason)
+    fingerprint = _fingerprint(
+        kind=TransferKind.REVERSAL.value, reverses=transfer.id, reason=reason
+    )
     existing = _find(key)
     if existing is not None:
         return _replay(existing, fingerprint)
@@ -449,11 +491,23 @@ def reverse(transfer: Transfer, actor: User, reason: str, key: str) -> Transfer:
     if transfer.reversed_by is not None:
         raise NotReversible(_l("This record has already been reversed."))
     reversal = Transfer(
-        idempotency_key=key, fingerprint=fingerprint, kind=TransferKind.REVERSAL,
-        status=TransferStatus.PENDING, amount=transfer.amount, household=transfer.household,
-        village=transfer.village, shop=transfer.shop, member=transfer.member,
-        category=transfer.category, reason=reason, reverses=transfer, recorded_by=actor,
-        source_type=transfer.source_type, source_id=transfer.source_id,
+        idempotency_key=key,
+        fingerprint=fingerprint,
+        kind=TransferKind.REVERSAL,
+        status=TransferStatus.PENDING,
+        amount=transfer.amount,
+        household=transfer.household,
+        village=transfer.village,
+        shop=transfer.shop,
+        member=transfer.member,
+        # By id, not relationship: the backref would put the unsaved reversal on the
+        # original before the savepoint adds it (SQLAlchemy warns, autoflush skips it).
+        category=transfer.category,
+        reason=reason,
+        reverses_id=transfer.id,
+        recorded_by=actor,
+        source_type=transfer.source_type,
+        source_id=transfer.source_id,
     )
     legs = [(e.account, -e.amount) for e in transfer.entries]
     try:
@@ -465,6 +519,7 @@ def reverse(transfer: Transfer, actor: User, reason: str, key: str) -> Transfer:
             transfer.kind is TransferKind.AWARD and transfer.village.allow_negative_balance
         )
         _post_now(reversal, actor, _household_floors(reversal, allow_negative))
+        db.session.expire(transfer, ["reversed_by"])  # so the link reads back at once
         log.info("user %s reversed transfer %s by %s", actor.id, transfer.id, reversal.id)
     return reversal
 
