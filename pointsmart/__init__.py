@@ -63,12 +63,22 @@ def create_app(test_config: dict | None = None) -> Flask:
     from .clerk import bp as clerk_bp
     from .committee import bp as committee_bp
     from .main import bp as main_bp
+    from .media import bp as media_bp
     from .villager import bp as villager_bp
 
     auth.init_app(app)
     templating.init_app(app)
     errors.init_app(app)
-    for blueprint in (main_bp, auth_bp, villager_bp, cadre_bp, committee_bp, clerk_bp, admin_bp):
+    for blueprint in (
+        main_bp,
+        auth_bp,
+        villager_bp,
+        cadre_bp,
+        committee_bp,
+        clerk_bp,
+        admin_bp,
+        media_bp,
+    ):
         app.register_blueprint(blueprint)
 
     from .cli import register_commands

@@ -64,3 +64,7 @@ def home():
     return render_template(
         "cadre/home.html", rows=rows, total=total, query=query, page=page, page_size=PAGE_SIZE
     )
+
+
+# Views of this audience in their own modules; imported last, they register on bp.
+from . import ratings, record, rounds, verify  # noqa: E402, F401

@@ -101,3 +101,7 @@ def reject(transfer_id: int):
     else:
         flash(_("Please give a reason for rejection."), "error")
     return redirect(url_for(".home"))
+
+
+# Views of this audience in their own modules; imported last, they register on bp.
+from . import ratings, rules, settings  # noqa: E402, F401

@@ -144,6 +144,8 @@ class Transfer(db.Model):
     void_reason: Mapped[str | None] = mapped_column(sa.String(200))
     #: The transfer this one reverses; unique, so nothing is reversed twice.
     reverses_id: Mapped[int | None] = mapped_column(sa.ForeignKey("transfers.id"), unique=True)
+    #: The exact rule version the award or deduction was given under.
+    rule_id: Mapped[int | None] = mapped_column(sa.ForeignKey("scoring_rules.id"), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     posted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     voided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -158,6 +160,8 @@ class Transfer(db.Model):
     recorded_by = relationship("User", foreign_keys=[recorded_by_id])
     approved_by = relationship("User", foreign_keys=[approved_by_id])
     voided_by = relationship("User", foreign_keys=[voided_by_id])
+    rule = relationship("ScoringRule")
+    approvals = relationship("Approval", order_by="Approval.id", viewonly=True)
     reverses: Mapped[Transfer | None] = relationship(remote_side=[id], back_populates="reversed_by")
     reversed_by: Mapped[Transfer | None] = relationship(back_populates="reverses")
 

@@ -43,6 +43,10 @@ class Village(db.Model):
     name: Mapped[str] = mapped_column(sa.String(60))
     #: Deductions may take a household's spendable balance below zero.
     allow_negative_balance: Mapped[bool] = mapped_column(default=False)
+    #: Awards of at most this many points post without a committee member (None: never).
+    auto_approve_max: Mapped[int | None] = mapped_column()
+    #: Awards and deductions above this many points need two committee members (None: never).
+    two_approver_min: Mapped[int | None] = mapped_column()
     #: How the "needs improvement" list names households on public boards.
     board_names: Mapped[BoardNames] = mapped_column(
         enum_column(BoardNames), default=BoardNames.MASKED

@@ -22,11 +22,13 @@ from ..extensions import db
 from ..models import (
     Account,
     AccountKind,
+    Approval,
     Category,
     Entry,
     Household,
     Member,
     Role,
+    ScoringRule,
     Shop,
     Transfer,
     TransferKind,
@@ -149,7 +151,8 @@ def _check_member(member: Member | None, household: Household) -> None:
 # --- the write path ---------------------------------------------------------------------
 
 
-def _find(key: str) -> Transfer | None:
+def find(key: str) -> Transfer | None:
+    """Return the transfer made under an idempotency key, if any."""
     return db.session.scalar(sa.select(Transfer).where(Transfer.idempotency_key == key))
 
 
@@ -162,7 +165,7 @@ def _replay(existing: Transfer, fingerprint: str) -> Transfer:
 
 def _insert(transfer: Transfer, legs: list[tuple[Account, int]]) -> tuple[Transfer, bool]:
     """Insert a transfer with its entries unless its key exists; return (transfer, created)."""
-    existing = _find(transfer.idempotency_key)
+    existing = find(transfer.idempotency_key)
     if existing is not None:
         return _replay(existing, transfer.fingerprint), False
     by_unit: dict[Unit, int] = {}
@@ -178,7 +181,7 @@ def _insert(transfer: Transfer, legs: list[tuple[Account, int]]) -> tuple[Transf
                 db.session.add(Entry(transfer=transfer, account=account, amount=amount))
             db.session.flush()
     except IntegrityError:
-        existing = _find(transfer.idempotency_key)
+        existing = find(transfer.idempotency_key)
         if existing is None:
             raise
         return _replay(existing, transfer.fingerprint), False
@@ -246,6 +249,7 @@ def record(
     member: Member | None = None,
     note: str | None = None,
     source: tuple[str, int] | None = None,
+    rule: ScoringRule | None = None,
 ) -> Transfer:
     """Record a pending award or deduction for a household; return it (or the replay).
 
@@ -271,6 +275,7 @@ def record(
         member=member and member.id,
         note=note,
         source=source,
+        rule=rule and rule.id,
     )
     sign = 1 if kind is TransferKind.AWARD else -1
     spendable = _account(AccountKind.HOUSEHOLD_SPENDABLE, household_id=household.id)
@@ -295,6 +300,7 @@ def record(
         source_type=source[0] if source else None,
         source_id=source[1] if source else None,
         recorded_by=recorded_by,
+        rule=rule,
     )
     legs = [
         (spendable, sign * points),
@@ -315,9 +321,16 @@ def record(
     return transfer
 
 
-def post(transfer: Transfer, approver: User) -> Transfer:
-    """Approve a pending award or deduction and move its points, at most once.
+def required_approvals(transfer: Transfer) -> int:
+    """Return how many committee members must approve: two above the village's threshold."""
+    threshold = transfer.village.two_approver_min
+    return 2 if threshold is not None and transfer.amount > threshold else 1
 
+
+def post(transfer: Transfer, approver: User) -> Transfer:
+    """Approve a pending award or deduction; move its points once enough members approved.
+
+    Returns the transfer: posted, or still pending when a second approval is required.
     Raises Forbidden, SelfApproval, AlreadyResolved, InsufficientPoints.
     """
     village = transfer.village
@@ -327,18 +340,48 @@ def post(transfer: Transfer, approver: User) -> Transfer:
         raise SelfApproval()
     if transfer.status is not TransferStatus.PENDING:
         return _already(transfer, approver, TransferStatus.POSTED)
+    # Lock the row so concurrent approvals are counted one after the other.
+    db.session.execute(sa.select(Transfer.id).where(Transfer.id == transfer.id).with_for_update())
+    db.session.refresh(transfer)
+    if transfer.status is not TransferStatus.PENDING:
+        return _already(transfer, approver, TransferStatus.POSTED)
+    approvers = set(
+        db.session.scalars(sa.select(Approval.user_id).where(Approval.transfer_id == transfer.id))
+    )
+    if approver.id in approvers:
+        return transfer  # a double tap while a second approval is awaited
+    db.session.add(Approval(transfer_id=transfer.id, user_id=approver.id))
+    db.session.flush()
+    if len(approvers) + 1 < required_approvals(transfer):
+        log.info("user %s approved transfer %s (first of two)", approver.id, transfer.id)
+        return transfer
+    return _post_pending(transfer, approver)
+
+
+def auto_post(transfer: Transfer) -> Transfer:
+    """Post a pending award the village's settings approve without a committee member."""
+    return _post_pending(transfer, None)
+
+
+def _post_pending(transfer: Transfer, approver: User | None) -> Transfer:
     # The status guard in the WHERE makes a concurrent second approval find no row.
     moved = db.session.execute(
         sa.update(Transfer)
         .where(Transfer.id == transfer.id, Transfer.status == TransferStatus.PENDING)
-        .values(status=TransferStatus.POSTED, approved_by_id=approver.id, posted_at=utcnow())
+        .values(
+            status=TransferStatus.POSTED,
+            approved_by_id=approver.id if approver else None,
+            posted_at=utcnow(),
+        )
         .execution_options(synchronize_session=False)
     ).rowcount
     db.session.refresh(transfer)
     if moved != 1:
+        if approver is None:
+            raise AlreadyResolved()
         return _already(transfer, approver, TransferStatus.POSTED)
-    _apply(transfer, _household_floors(transfer, village.allow_negative_balance))
-    log.info("user %s posted transfer %s", approver.id, transfer.id)
+    _apply(transfer, _household_floors(transfer, transfer.village.allow_negative_balance))
+    log.info("user %s posted transfer %s", approver.id if approver else "auto", transfer.id)
     return transfer
 
 
@@ -479,7 +522,7 @@ def reverse(transfer: Transfer, actor: User, reason: str, key: str) -> Transfer:
     fingerprint = _fingerprint(
         kind=TransferKind.REVERSAL.value, reverses=transfer.id, reason=reason
     )
-    existing = _find(key)
+    existing = find(key)
     if existing is not None:
         return _replay(existing, fingerprint)
     if not can_reverse(actor, transfer):

@@ -37,3 +37,7 @@ def home():
         balance=ledger.balance_of(household),
         history=history,
     )
+
+
+# Views of this audience in their own modules; imported last, they register on bp.
+from . import submissions  # noqa: E402, F401

@@ -1,0 +1,5 @@
+"""committee/ratings views."""
+
+from __future__ import annotations
+
+from . import bp  # noqa: F401
