@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import secrets
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -12,8 +13,9 @@ import sqlalchemy as sa
 from flask import current_app
 
 from .extensions import db
-from .models import Category, Role, Town, TransferKind
-from .services import accounts, ledger, places
+from .models import Category, LimitPeriod, Role, Town, TransferKind
+from .services import accounts, ledger, places, rules
+from .services.rules import RuleData
 from .timeutil import utcnow
 
 CREDENTIALS_FILE = "demo-accounts.txt"
@@ -27,15 +29,17 @@ VILLAGES = [
     ("石桥村", ["上村组", "下村组", "桥头组"], 100),
 ]
 
-AWARDS = [
-    (Category.WASTE_SORTING, "垃圾分类合格", 5),
-    (Category.SANITATION, "门前三包、义务保洁", 10),
-    (Category.COURTYARD, "美丽庭院四星", 20),
-    (Category.TREE_PLANTING, "植树造林", 15),
-    (Category.VOLUNTEERING, "志愿服务", 8),
-    (Category.REPORTING, "举报乱倒垃圾属实", 10),
+#: The town's template catalogue (积分细则), copied into every village.
+TEMPLATES = [
+    RuleData("垃圾分类合格", Category.WASTE_SORTING, 5, 1, LimitPeriod.DAY),
+    RuleData("门前三包、义务保洁", Category.SANITATION, 10, 2, LimitPeriod.WEEK),
+    RuleData("美丽庭院四星", Category.COURTYARD, 20, 1, LimitPeriod.MONTH),
+    RuleData("植树造林", Category.TREE_PLANTING, 15, photo_required=True),
+    RuleData("志愿服务", Category.VOLUNTEERING, 8),
+    RuleData("举报乱倒垃圾属实", Category.REPORTING, 10),
+    RuleData("乱倒垃圾", Category.SANITATION, -10, 10, LimitPeriod.MONTH, warning_first=True),
+    RuleData("焚烧秸秆", Category.OTHER, -20),
 ]
-DEDUCTIONS = [("乱倒垃圾", 10), ("焚烧秸秆", 20)]
 
 
 def _person(rng: random.Random) -> str:
@@ -62,11 +66,16 @@ def load_demo(seed: int = 2026) -> list[str]:
         return user
 
     town = places.create_town("青山镇")
-    staff("admin", "镇管理员 何静", Role.ADMIN, town)
+    admin = staff("admin", "镇管理员 何静", Role.ADMIN, town)
+    for template in TEMPLATES:
+        rules.create(replace(template), admin, town=town)
     now = utcnow()
     phone_seq = iter(range(13800000001, 13899999999))
     for v_index, (village_name, group_names, households) in enumerate(VILLAGES, start=1):
-        village = places.create_village(town, village_name)
+        # One village asks for two approvers on large awards, as some committees do.
+        village = places.create_village(
+            town, village_name, two_approver_min=30 if v_index == 1 else None
+        )
         groups = [places.create_group(village, name) for name in group_names]
         shop = places.create_shop(town, f"{village_name}爱心超市", village)
         approvers = [
@@ -80,6 +89,9 @@ def load_demo(seed: int = 2026) -> list[str]:
         cadre = staff(f"ganbu{v_index}", f"{village_name}干部 {_person(rng)}", Role.CADRE, village)
         staff(f"wangge{v_index}", f"{groups[0].name}网格员 {_person(rng)}", Role.CADRE, groups[0])
         clerk = staff(f"dianyuan{v_index}", f"{village_name}超市 {_person(rng)}", Role.CLERK, shop)
+        catalogue = rules.copy_templates(town, village, approvers[0])
+        awards = [r for r in catalogue if r.points > 0]
+        deductions = [r for r in catalogue if r.points < 0]
 
         for n in range(households):
             group = groups[n % len(groups)]
@@ -96,44 +108,53 @@ def load_demo(seed: int = 2026) -> list[str]:
                     f"{'villager':<10} {household.members[0].phone:<14} {pin:<14} "
                     f"{head}（{village_name}{group.name}，PIN）"
                 )
-            _history(rng, household, cadre, approvers, clerk, shop, now)
+            _history(rng, household, cadre, approvers, clerk, shop, now, awards, deductions)
     db.session.commit()
     _save(lines)
     return lines
 
 
-def _history(rng, household, cadre, approvers, clerk, shop, now) -> None:
-    """Give a household a few months of awards, a deduction now and then, and redemptions."""
+def _history(rng, household, cadre, approvers, clerk, shop, now, awards, deductions) -> None:
+    """Give a household a few months of awards, a deduction now and then, and redemptions.
+
+    Straight through the ledger with back-dated times: history is seed data, so the rules'
+    limits (which count the current period) do not apply to it.
+    """
     for i in range(rng.randint(1, 5)):
-        category, reason, points = rng.choice(AWARDS)
+        rule = rng.choice(awards)
         at = now - timedelta(days=rng.randint(1, 120), hours=rng.randint(0, 10))
         transfer = ledger.record(
             kind=TransferKind.AWARD,
             household=household,
-            points=points,
-            reason=reason,
-            category=category,
+            points=rule.points,
+            reason=rule.name,
+            category=rule.category,
+            rule=rule,
             recorded_by=cadre,
             key=f"demo-award-{household.id}-{i}",
             member=rng.choice(household.members),
         )
         transfer.created_at = at
         if rng.random() < 0.9:
-            ledger.post(transfer, rng.choice(approvers))
+            for approver in approvers[: ledger.required_approvals(transfer)]:
+                ledger.post(transfer, approver)
             transfer.posted_at = at + timedelta(hours=3)
     if rng.random() < 0.08:
-        reason, points = rng.choice(DEDUCTIONS)
+        rule = rng.choice(deductions)
+        points = -rule.points
         transfer = ledger.record(
             kind=TransferKind.DEDUCTION,
             household=household,
             points=points,
-            reason=reason,
-            category=Category.SANITATION,
+            reason=rule.name,
+            category=rule.category,
+            rule=rule,
             recorded_by=cadre,
             key=f"demo-deduction-{household.id}",
         )
         if ledger.balance_of(household).spendable >= points:
-            ledger.post(transfer, approvers[0])
+            for approver in approvers[: ledger.required_approvals(transfer)]:
+                ledger.post(transfer, approver)
     spendable = ledger.balance_of(household).spendable
     if spendable >= 20 and rng.random() < 0.5:
         ledger.redeem(
