@@ -25,6 +25,12 @@ class DefaultConfig:
 
     WTF_CSRF_TIME_LIMIT = None  # a form left open on a phone all morning still submits
 
+    #: Evidence photos: where they are kept (default: the instance folder's photos/) and the
+    #: largest request body, enough for four phone photos of up to 8 MB each and a form.
+    PHOTO_FOLDER: str | None = None
+    PHOTO_MAX_BYTES = 8 * 1024 * 1024
+    MAX_CONTENT_LENGTH = 40 * 1024 * 1024
+
     #: Shared store for login rate limits; use redis://… when several workers serve.
     RATELIMIT_STORAGE_URI = "memory://"
     RATELIMIT_HEADERS_ENABLED = True

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, jsonify, render_template, request
+from flask import Flask, current_app, jsonify, render_template, request
 from flask_babel import gettext as _
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -46,7 +46,20 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(413)
     def too_large(error):
-        return _render(413, _("Too large"), _("The upload is too large."))
+        limit = current_app.config.get("MAX_CONTENT_LENGTH") or 0
+        # The body was refused unread; the page's own forms (log out, language) must not
+        # try to parse it again, or rendering this page would raise 413 once more.
+        empty = request.parameter_storage_class()
+        request._get_current_object().__dict__.update(form=empty, files=empty)
+        return _render(
+            413,
+            _("Too large"),
+            _(
+                "The upload is too large: at most %(mb)s MB can be sent at once. Nothing was saved. "
+                "Please go back and send fewer or smaller photos.",
+                mb=limit // (1024 * 1024),
+            ),
+        )
 
     @app.errorhandler(429)
     def too_many(error):

@@ -20,6 +20,11 @@ LOGIN_PAGE = "login page"  # anonymous users get the form; logged-in users are s
 ANY_USER = "any user"  # every logged-in account, whatever its roles
 ANYONE = "anyone"  # logged in or not (log out, switch language)
 
+
+class Hidden(frozenset):
+    """Roles that may open it; any other logged-in user gets 404, as if it did not exist."""
+
+
 #: Who may open each endpoint: one of the words above or the roles that may.
 #: A route missing here fails the matrix: whoever adds a route declares its audience.
 EXPECTED: dict[str, str | frozenset[Role]] = {
@@ -35,6 +40,43 @@ EXPECTED: dict[str, str | frozenset[Role]] = {
     "committee.reject": frozenset({Role.COMMITTEE}),
     "clerk.home": frozenset({Role.CLERK}),
     "admin.home": frozenset({Role.ADMIN}),
+    "villager.new_claim": frozenset({Role.VILLAGER}),
+    "villager.new_report": frozenset({Role.VILLAGER}),
+    "villager.submissions": frozenset({Role.VILLAGER}),
+    "cadre.verify_queue": frozenset({Role.CADRE, Role.COMMITTEE}),
+    "cadre.verify_claim_page": frozenset({Role.CADRE, Role.COMMITTEE}),
+    "cadre.verify_claim": frozenset({Role.CADRE, Role.COMMITTEE}),
+    "cadre.reject_claim": frozenset({Role.CADRE, Role.COMMITTEE}),
+    "cadre.verify_report_page": frozenset({Role.CADRE, Role.COMMITTEE}),
+    "cadre.verify_report": frozenset({Role.CADRE, Role.COMMITTEE}),
+    "cadre.reject_report": frozenset({Role.CADRE, Role.COMMITTEE}),
+    "media.photo": Hidden({Role.VILLAGER, Role.CADRE, Role.COMMITTEE}),
+    "media.thumb": Hidden({Role.VILLAGER, Role.CADRE, Role.COMMITTEE}),
+    "committee.rating_rounds": frozenset({Role.COMMITTEE}),
+    "committee.open_rating_round": frozenset({Role.COMMITTEE}),
+    "committee.rating_round": frozenset({Role.COMMITTEE}),
+    "committee.close_rating_round": frozenset({Role.COMMITTEE}),
+    "cadre.rating_rounds": frozenset({Role.CADRE, Role.COMMITTEE}),
+    "cadre.rate_households": frozenset({Role.CADRE, Role.COMMITTEE}),
+    "cadre.rate_household": frozenset({Role.CADRE, Role.COMMITTEE}),
+    "committee.transfer": frozenset({Role.COMMITTEE}),
+    "committee.bulk": frozenset({Role.COMMITTEE}),
+    "committee.rules": frozenset({Role.COMMITTEE}),
+    "committee.new_rule": frozenset({Role.COMMITTEE}),
+    "committee.rule_history": frozenset({Role.COMMITTEE}),
+    "committee.edit_rule": frozenset({Role.COMMITTEE}),
+    "committee.withdraw_rule": frozenset({Role.COMMITTEE}),
+    "committee.copy_rule_templates": frozenset({Role.COMMITTEE}),
+    "committee.approval_settings": frozenset({Role.COMMITTEE}),
+    "admin.rule_templates": frozenset({Role.ADMIN}),
+    "admin.new_rule_template": frozenset({Role.ADMIN}),
+    "admin.rule_template": frozenset({Role.ADMIN}),
+    "admin.edit_rule_template": frozenset({Role.ADMIN}),
+    "admin.withdraw_rule_template": frozenset({Role.ADMIN}),
+    "cadre.household": frozenset({Role.CADRE, Role.COMMITTEE}),
+    "cadre.rounds_list": frozenset({Role.CADRE, Role.COMMITTEE}),
+    "cadre.new_round": frozenset({Role.CADRE, Role.COMMITTEE}),
+    "cadre.inspection_round": frozenset({Role.CADRE, Role.COMMITTEE}),
 }
 
 #: How to fill each URL argument from the objects of one place (see Place below).
@@ -45,7 +87,90 @@ ARGUMENTS = {
     "group_id": lambda place: place.group.id,
     "village_id": lambda place: place.village.id,
     "shop_id": lambda place: place.shop.id,
+    "claim_id": lambda place: submitted(place, "claim").id,
+    "report_id": lambda place: submitted(place, "report").id,
+    "token": lambda place: village_photo(place).token,
+    "rating_round_id": lambda place: open_rating_round(place).id,
+    "rule_id": lambda place: a_rule(place, town=False).id,
+    "template_id": lambda place: a_rule(place, town=True).id,
+    "town_id": lambda place: place.village.town_id,
+    "inspection_round_id": lambda place: open_inspection_round(place).id,
 }
+
+
+def a_rule(place, town: bool):
+    """Return a rule of the place's village, or a template of its town (the same one again)."""
+    import sqlalchemy as sa
+
+    from pointsmart.models import Category, ScoringRule
+    from pointsmart.services import rules
+
+    if town:
+        owner = ScoringRule.town_id == place.village.town_id
+    else:
+        owner = ScoringRule.village_id == place.village.id
+    rule = db.session.scalar(sa.select(ScoringRule).where(owner).limit(1))
+    if rule is None:
+        data = rules.RuleData("矩阵细则", Category.OTHER, 5)
+        if town:
+            rule = rules.create(data, place.users[Role.ADMIN], town=place.village.town)
+        else:
+            rule = rules.create(data, place.users[Role.COMMITTEE], village=place.village)
+        db.session.commit()
+    return rule
+
+
+def submitted(place, kind: str):
+    """Return a claim or report of the place's villager (the same one again)."""
+    from pointsmart.services import submissions
+
+    villager, key = place.users[Role.VILLAGER], f"matrix-{kind}-{place.village.id}"
+    if kind == "claim":
+        record = submissions.submit_claim(villager, "打扫巷道", key=key)
+    else:
+        record = submissions.submit_report(villager, "乱倒垃圾", "河边", key=key)
+    db.session.commit()
+    return record
+
+
+def village_photo(place):
+    """Return an evidence photo of the place's village (the same one again)."""
+    import io
+
+    import sqlalchemy as sa
+    from PIL import Image
+
+    from pointsmart.models import Photo
+    from pointsmart.services import photos
+
+    photo = db.session.scalar(sa.select(Photo).where(Photo.village_id == place.village.id))
+    if photo is None:
+        image = io.BytesIO()
+        Image.new("RGB", (8, 8), "green").save(image, "PNG")
+        photo = photos.store(
+            image.getvalue(), uploader=place.users[Role.VILLAGER], village=place.village
+        )
+        db.session.commit()
+    return photo
+
+
+def open_rating_round(place):
+    """Return an open courtyard rating round of the place's village (the same one again)."""
+    from pointsmart.services import ratings
+
+    round_ = ratings.open_round(place.village, title="矩阵", opener=place.users[Role.COMMITTEE])
+    db.session.commit()
+    return round_
+
+
+def open_inspection_round(place):
+    """Return an open inspection round of the place's group (the same one again)."""
+    from pointsmart.services import rounds
+
+    round_ = rounds.open_round(place.group, place.users[Role.CADRE], "矩阵巡查")
+    db.session.commit()
+    return round_
+
 
 #: Form fields a POST may need to get past validation to the access decision.
 FORM = {"reason": "核对", "locale": "en"}
@@ -120,7 +245,7 @@ def expected_outcome(access, method: str, rule, role: Role | None, where: str) -
     if access == LOGIN_PAGE:
         return "home"
     if access != ANY_USER and role not in access:
-        return "forbidden"
+        return "not found" if isinstance(access, Hidden) else "forbidden"
     if rule.arguments and where == "away":
         return "not found"  # another village's objects: not even their existence is told
     return "ok"

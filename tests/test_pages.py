@@ -17,6 +17,7 @@ from pointsmart.timeutil import utcnow
 
 ROW = re.compile(r"<tr>(.*?)</tr>", re.S)
 CELL = re.compile(r"<td[^>]*>(.*?)</td>", re.S)
+TAG = re.compile(r"<[^>]+>")
 ENTRY = re.compile(r'<li class="entry[^"]*">(.*?)</li>', re.S)
 
 
@@ -30,9 +31,11 @@ def translated(app, message: str, **values) -> str:
 
 
 def table_rows(page: str) -> list[list[str]]:
-    """Return the body rows of the page's tables as lists of cell texts."""
+    """Return the body rows of the page's tables as lists of cell texts (links unwrapped)."""
     return [
-        [cell.strip() for cell in CELL.findall(row)] for row in ROW.findall(page) if "<td" in row
+        [TAG.sub("", cell).strip() for cell in CELL.findall(row)]
+        for row in ROW.findall(page)
+        if "<td" in row
     ]
 
 

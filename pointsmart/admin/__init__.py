@@ -32,3 +32,7 @@ def home():
     stats = {village_id: (groups, households) for village_id, groups, households in counts}
     towns = db.session.scalars(sa.select(Town).where(Town.id.in_(town_ids))).all()
     return render_template("admin/home.html", towns=towns, stats=stats)
+
+
+# Views of this audience in their own modules; imported last, they register on bp.
+from . import rules  # noqa: E402, F401

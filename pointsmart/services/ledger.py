@@ -358,8 +358,26 @@ def post(transfer: Transfer, approver: User) -> Transfer:
     return _post_pending(transfer, approver)
 
 
+def lock_for_approval(transfers: list[Transfer]) -> None:
+    """Lock the rows of transfers approved or rejected together, all at once in id order.
+
+    Taken before any points move, so two members handling overlapping records wait for each
+    other instead of deadlocking on the village accounts.
+    """
+    ids = sorted(t.id for t in transfers)
+    db.session.execute(
+        sa.select(Transfer.id).where(Transfer.id.in_(ids)).order_by(Transfer.id).with_for_update()
+    )
+
+
 def auto_post(transfer: Transfer) -> Transfer:
-    """Post a pending award the village's settings approve without a committee member."""
+    """Post a pending award the village's settings approve without a committee member.
+
+    One that needs two approvers stays pending: no setting waives the second person.
+    Raises AlreadyResolved.
+    """
+    if required_approvals(transfer) > 1:
+        return transfer
     return _post_pending(transfer, None)
 
 
@@ -415,12 +433,28 @@ def void(transfer: Transfer, actor: User, reason: str) -> Transfer:
 
 def _already(transfer: Transfer, actor: User, wanted: TransferStatus) -> Transfer:
     """A double tap by the same person gets the same result; anything else is refused."""
-    same_actor = (
-        transfer.approved_by_id if wanted is TransferStatus.POSTED else transfer.voided_by_id
-    )
-    if transfer.status is wanted and same_actor == actor.id:
-        return transfer
+    if transfer.status is wanted:
+        if wanted is TransferStatus.VOIDED:
+            same_actor = transfer.voided_by_id == actor.id
+        else:  # the first of two approvers tapping again counts as the same person
+            same_actor = transfer.approved_by_id == actor.id or actor.id in {
+                a.user_id for a in _approvals(transfer)
+            }
+        if same_actor:
+            return transfer
+    if transfer.status is TransferStatus.VOIDED:
+        raise AlreadyResolved(_l("This record has already been rejected; nothing was changed."))
+    if transfer.status is TransferStatus.POSTED:
+        raise AlreadyResolved(_l("This record has already been approved; nothing was changed."))
     raise AlreadyResolved()
+
+
+def _approvals(transfer: Transfer) -> list[Approval]:
+    return list(
+        db.session.scalars(
+            sa.select(Approval).where(Approval.transfer_id == transfer.id).order_by(Approval.id)
+        )
+    )
 
 
 # --- redemption -------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from flask_login import current_user
 from ..auth import role_required
 from ..extensions import db
 from ..models import Household, Role, Transfer
-from ..services import ledger
+from ..services import ledger, photos
 
 bp = Blueprint("villager", __name__, url_prefix="/me")
 
@@ -36,6 +36,7 @@ def home():
         household=household,
         balance=ledger.balance_of(household),
         history=history,
+        evidence=photos.evidence_for(history),
     )
 
 
