@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from flask import Blueprint, render_template
 from flask_login import current_user
+from sqlalchemy.orm import selectinload
 
 from ..auth import role_required
 from ..extensions import db
@@ -30,6 +31,13 @@ def home():
         .where(Transfer.household_id == household.id)
         .order_by(Transfer.created_at.desc(), Transfer.id.desc())
         .limit(30)
+        # Each history line names recorder, approver, member and what it reverses.
+        .options(
+            selectinload(Transfer.recorded_by),
+            selectinload(Transfer.approved_by),
+            selectinload(Transfer.member),
+            selectinload(Transfer.reverses),
+        )
     ).all()
     return render_template(
         "villager/home.html",
