@@ -131,11 +131,14 @@ def create_user_command(username, display_name, role, place_id, password) -> Non
 @click.command("check-ledger")
 @with_appcontext
 def check_ledger_command() -> None:
-    """Recompute every balance from the transfers; exit 1 naming any mismatch."""
-    from .services import ledger
+    """Recompute every balance from the transfers and every stock from its movements; exit 1
+    naming any mismatch."""
+    from .services import catalogue, ledger, redemptions
 
     ensure_database()
     mismatches, unbalanced = ledger.check()
+    stock = catalogue.check_stock()
+    carts = redemptions.check_redemptions()
     accounts = db.session.scalar(sa.select(sa.func.count()).select_from(ledger.Account))
     for m in mismatches:
         click.echo(
@@ -145,6 +148,15 @@ def check_ledger_command() -> None:
         )
     for transfer_id in unbalanced:
         click.echo(f"UNBALANCED transfer {transfer_id}: its entries do not sum to zero", err=True)
-    if mismatches or unbalanced:
+    for item, total in stock:
+        click.echo(
+            f"STOCK MISMATCH item {item.id} {item.name} (shop {item.shop_id}): stored "
+            f"{item.stock}, sum of movements {total}",
+            err=True,
+        )
+    for line in carts:
+        click.echo(f"REDEMPTION MISMATCH {line}", err=True)
+    if mismatches or unbalanced or stock or carts:
         raise SystemExit(1)
     click.echo(f"Ledger OK: {accounts} accounts match the sum of their transfers.")
+    click.echo("Stock OK: every item's stock matches its movements; every redemption its lines.")

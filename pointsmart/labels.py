@@ -33,6 +33,7 @@ _KIND = {
     TransferKind.REDEMPTION: _l("Redemption"),
     TransferKind.REVERSAL: _l("Reversal"),
     TransferKind.CLEARING: _l("Yearly clearing"),
+    TransferKind.REFUND: _l("Refund"),
 }
 
 

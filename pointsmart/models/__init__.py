@@ -1,5 +1,6 @@
 """Typed SQLAlchemy models, one module per area."""
 
+from .cards import Card
 from .earning import (
     Approval,
     InspectionRound,
@@ -23,7 +24,18 @@ from .ledger import (
 from .media import Photo
 from .places import BoardNames, Household, Member, Town, Village, VillagerGroup
 from .ratings import Rating, RatingRound, RatingRoundStatus
-from .shops import Shop
+from .shops import (
+    DayClosing,
+    Funding,
+    Identification,
+    Item,
+    MovementKind,
+    Redemption,
+    RedemptionLine,
+    RedemptionVoid,
+    Shop,
+    StockMovement,
+)
 from .submissions import Claim, Report, SubmissionStatus
 from .users import LoginSession, Role, RoleGrant, User
 
@@ -32,19 +44,28 @@ __all__ = [
     "AccountKind",
     "Approval",
     "BoardNames",
+    "Card",
     "Category",
     "Claim",
+    "DayClosing",
     "Entry",
+    "Funding",
     "Household",
+    "Identification",
     "InspectionRound",
+    "Item",
     "LimitPeriod",
     "LoginSession",
     "Mark",
     "Member",
+    "MovementKind",
     "Photo",
     "Rating",
     "RatingRound",
     "RatingRoundStatus",
+    "Redemption",
+    "RedemptionLine",
+    "RedemptionVoid",
     "Report",
     "Role",
     "RoleGrant",
@@ -53,6 +74,7 @@ __all__ = [
     "RuleWarning",
     "ScoringRule",
     "Shop",
+    "StockMovement",
     "SubmissionStatus",
     "Town",
     "Transfer",

@@ -45,6 +45,8 @@ class TransferKind(enum.StrEnum):
     REDEMPTION = "redemption"
     REVERSAL = "reversal"
     CLEARING = "clearing"
+    #: Points given back for goods taken back at the shop (part or all of a redemption).
+    REFUND = "refund"
 
 
 class TransferStatus(enum.StrEnum):
@@ -113,6 +115,7 @@ class Transfer(db.Model):
         sa.CheckConstraint(
             "(kind = 'reversal') = (reverses_id IS NOT NULL)", name="reversal_links"
         ),
+        sa.CheckConstraint("(kind = 'refund') = (refunds_id IS NOT NULL)", name="refund_links"),
         sa.Index("ix_transfers_household_created", "household_id", "created_at"),
         sa.Index("ix_transfers_village_status", "village_id", "status"),
     )
@@ -144,6 +147,8 @@ class Transfer(db.Model):
     void_reason: Mapped[str | None] = mapped_column(sa.String(200))
     #: The transfer this one reverses; unique, so nothing is reversed twice.
     reverses_id: Mapped[int | None] = mapped_column(sa.ForeignKey("transfers.id"), unique=True)
+    #: The redemption transfer a refund gives points back for (several refunds may share one).
+    refunds_id: Mapped[int | None] = mapped_column(sa.ForeignKey("transfers.id"), index=True)
     #: The exact rule version the award or deduction was given under.
     rule_id: Mapped[int | None] = mapped_column(sa.ForeignKey("scoring_rules.id"), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -162,13 +167,18 @@ class Transfer(db.Model):
     voided_by = relationship("User", foreign_keys=[voided_by_id])
     rule = relationship("ScoringRule")
     approvals = relationship("Approval", order_by="Approval.id", viewonly=True)
-    reverses: Mapped[Transfer | None] = relationship(remote_side=[id], back_populates="reversed_by")
-    reversed_by: Mapped[Transfer | None] = relationship(back_populates="reverses")
+    reverses: Mapped[Transfer | None] = relationship(
+        remote_side=[id], back_populates="reversed_by", foreign_keys=[reverses_id]
+    )
+    reversed_by: Mapped[Transfer | None] = relationship(
+        back_populates="reverses", foreign_keys=[reverses_id]
+    )
+    refunds: Mapped[Transfer | None] = relationship(remote_side=[id], foreign_keys=[refunds_id])
 
     @property
     def signed_points(self) -> int:
         """Return the change this transfer makes to its household's spendable points."""
-        if self.kind is TransferKind.AWARD:
+        if self.kind in (TransferKind.AWARD, TransferKind.REFUND):
             return self.amount
         if self.kind is TransferKind.REVERSAL:
             return -self.reverses.signed_points

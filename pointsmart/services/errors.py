@@ -62,3 +62,29 @@ class NotReversible(DomainError):
     code = "not_reversible"
     status = 409
     default_message = _l("This record cannot be reversed.")
+
+
+class OutOfStock(DomainError):
+    code = "out_of_stock"
+    status = 409
+    default_message = _l("Not enough of this item in stock.")
+
+
+class OutsideExchangeWindow(DomainError):
+    code = "outside_exchange_window"
+    status = 409
+    default_message = _l("The shop is not open for exchanges now.")
+
+
+class CardRevoked(DomainError):
+    code = "card_revoked"
+    default_message = _l(
+        "This card has been replaced and no longer works. Ask for the household's new card, "
+        "or look the household up by name."
+    )
+
+
+class CardNotFound(DomainError):
+    code = "card_not_found"
+    status = 404
+    default_message = _l("No card has this code. Check the code, or look the household up by name.")

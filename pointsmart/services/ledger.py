@@ -563,6 +563,13 @@ def reverse(transfer: Transfer, actor: User, reason: str, key: str) -> Transfer:
         raise Forbidden()
     if transfer.kind is TransferKind.REVERSAL:
         raise NotReversible(_l("A reversal cannot itself be reversed; record a new entry instead."))
+    if transfer.kind is TransferKind.REFUND or (
+        transfer.kind is TransferKind.REDEMPTION and transfer.source_type == "redemption"
+    ):
+        # Goods must go back on the shelf with the points: the shop's void does both.
+        raise NotReversible(
+            _l("A shop redemption is corrected by voiding it from its receipt at the shop.")
+        )
     if transfer.status is not TransferStatus.POSTED:
         raise NotReversible(_l("Only posted records can be reversed; reject pending ones instead."))
     if transfer.reversed_by is not None:
@@ -599,6 +606,63 @@ def reverse(transfer: Transfer, actor: User, reason: str, key: str) -> Transfer:
         db.session.expire(transfer, ["reversed_by"])  # so the link reads back at once
         log.info("user %s reversed transfer %s by %s", actor.id, transfer.id, reversal.id)
     return reversal
+
+
+# --- refunds (shop voids) -------------------------------------------------------------------
+
+
+def refund(
+    original: Transfer, points: int, actor: User, reason: str, key: str, source: tuple[str, int]
+) -> Transfer:
+    """Give back part or all of a shop redemption's points, posted at once; return it (or the replay).
+
+    The shop service guards that no unit is refunded twice; this moves the points.
+    Raises Forbidden, InvalidInput, NotReversible, IdempotencyConflict.
+    """
+    points = _check_points(points)
+    key = _check_key(key)
+    reason = _check_reason(reason)
+    fingerprint = _fingerprint(
+        kind=TransferKind.REFUND.value, refunds=original.id, points=points, reason=reason
+    )
+    existing = find(key)
+    if existing is not None:
+        return _replay(existing, fingerprint)
+    if original.kind is not TransferKind.REDEMPTION or original.status is not TransferStatus.POSTED:
+        raise NotReversible(_l("Only a posted redemption can be refunded."))
+    if points > original.amount:
+        raise InvalidInput(_l("A refund cannot give back more than was redeemed."))
+    if not can_reverse(actor, original):
+        raise Forbidden()
+    spendable = _account(AccountKind.HOUSEHOLD_SPENDABLE, household_id=original.household_id)
+    shop_account = _account(AccountKind.SHOP, shop_id=original.shop_id)
+    transfer = Transfer(
+        idempotency_key=key,
+        fingerprint=fingerprint,
+        kind=TransferKind.REFUND,
+        status=TransferStatus.PENDING,
+        amount=points,
+        household_id=original.household_id,
+        village_id=original.village_id,
+        shop_id=original.shop_id,
+        member_id=original.member_id,
+        reason=reason,
+        refunds_id=original.id,
+        recorded_by=actor,
+        source_type=source[0],
+        source_id=source[1],
+    )
+    transfer, created = _insert(transfer, [(spendable, points), (shop_account, -points)])
+    if created:
+        _post_now(transfer, actor, {})
+        log.info(
+            "user %s refunded %s points of redemption transfer %s (transfer %s)",
+            actor.id,
+            points,
+            original.id,
+            transfer.id,
+        )
+    return transfer
 
 
 # --- reconciliation ---------------------------------------------------------------------

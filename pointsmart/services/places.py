@@ -8,7 +8,7 @@ from flask_babel import lazy_gettext as _l
 
 from ..extensions import db
 from ..models import Household, Member, Shop, Town, Village, VillagerGroup
-from . import ledger
+from . import cards, ledger
 from .errors import InvalidInput
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ def create_group(village: Village, name: str) -> VillagerGroup:
 def create_household(
     group: VillagerGroup, house_number: str, head_name: str, *, head_phone: str | None = None
 ) -> Household:
-    """Add a household with its head member and its points accounts."""
+    """Add a household with its head member, its points accounts and its card."""
     household = Household(
         group=group,
         house_number=_name(house_number, _l("The house number")),
@@ -59,6 +59,7 @@ def create_household(
     db.session.add(Member(household=household, name=household.name, phone=head_phone, is_head=True))
     ledger.open_household_accounts(household)
     db.session.flush()
+    cards.issue(household)
     return household
 
 
