@@ -14,7 +14,7 @@ from flask import current_app
 
 from .extensions import db
 from .models import Category, LimitPeriod, Role, Town, TransferKind
-from .services import accounts, ledger, places, rules
+from .services import accounts, catalogue, ledger, places, redemptions, rules
 from .services.rules import RuleData
 from .timeutil import utcnow
 
@@ -27,6 +27,20 @@ VILLAGES = [
     ("青山村", ["一组", "二组", "三组", "四组"], 130),
     ("柳溪村", ["东组", "西组", "南组", "北组", "中心组"], 120),
     ("石桥村", ["上村组", "下村组", "桥头组"], 100),
+]
+
+#: Goods on every shop's shelf: (name, category, points, units, paid by, donor).
+GOODS = [
+    ("食用油 5L", "粮油", 120, 40, "village_budget", "村集体经费"),
+    ("大米 10 斤", "粮油", 80, 60, "donated", "县慈善总会"),
+    ("挂面", "粮油", 15, 100, "purchased", None),
+    ("洗衣粉", "清洁用品", 30, 80, "donated", "县妇联"),
+    ("洗洁精", "清洁用品", 20, 80, "purchased", None),
+    ("垃圾袋（一卷）", "清洁用品", 5, 300, "town_budget", "镇人居环境整治专项"),
+    ("牙膏", "个人护理", 12, 60, "purchased", None),
+    ("毛巾", "日用品", 10, 60, "purchased", None),
+    ("电风扇", "日用品", 300, 3, "donated", "爱心企业"),
+    ("扫帚", "清洁用品", 25, 30, "village_budget", "村集体经费"),
 ]
 
 #: The town's template catalogue (积分细则), copied into every village.
@@ -89,6 +103,7 @@ def load_demo(seed: int = 2026) -> list[str]:
         cadre = staff(f"ganbu{v_index}", f"{village_name}干部 {_person(rng)}", Role.CADRE, village)
         staff(f"wangge{v_index}", f"{groups[0].name}网格员 {_person(rng)}", Role.CADRE, groups[0])
         clerk = staff(f"dianyuan{v_index}", f"{village_name}超市 {_person(rng)}", Role.CLERK, shop)
+        goods = _stock_shop(shop, clerk)
         catalogue = rules.copy_templates(town, village, approvers[0])
         awards = [r for r in catalogue if r.points > 0]
         deductions = [r for r in catalogue if r.points < 0]
@@ -108,13 +123,25 @@ def load_demo(seed: int = 2026) -> list[str]:
                     f"{'villager':<10} {household.members[0].phone:<14} {pin:<14} "
                     f"{head}（{village_name}{group.name}，PIN）"
                 )
-            _history(rng, household, cadre, approvers, clerk, shop, now, awards, deductions)
+            _history(rng, household, cadre, approvers, clerk, shop, goods, now, awards, deductions)
     db.session.commit()
     _save(lines)
     return lines
 
 
-def _history(rng, household, cadre, approvers, clerk, shop, now, awards, deductions) -> None:
+def _stock_shop(shop, clerk) -> list:
+    """Put the demo goods on a shop's shelf through intakes, as a clerk would."""
+    items = []
+    for name, category, points, units, funding, donor in GOODS:
+        item = catalogue.create_item(shop, catalogue.ItemData(name, category, points), clerk)
+        catalogue.receive(
+            item, clerk, quantity_=units, key=f"demo-intake-{item.id}", funding=funding, donor=donor
+        )
+        items.append(item)
+    return items
+
+
+def _history(rng, household, cadre, approvers, clerk, shop, goods, now, awards, deductions) -> None:
     """Give a household a few months of awards, a deduction now and then, and redemptions.
 
     Straight through the ledger with back-dated times: history is seed data, so the rules'
@@ -157,14 +184,19 @@ def _history(rng, household, cadre, approvers, clerk, shop, now, awards, deducti
                 ledger.post(transfer, approver)
     spendable = ledger.balance_of(household).spendable
     if spendable >= 20 and rng.random() < 0.5:
-        ledger.redeem(
-            household=household,
-            shop=shop,
-            points=rng.randint(10, spendable),
-            clerk=clerk,
-            key=f"demo-redeem-{household.id}",
-            reason="兑换日用品",
-        )
+        cart: dict[int, int] = {}
+        for item in rng.sample(goods, len(goods)):
+            if item.points <= spendable and item.stock > 5 and len(cart) < 3:
+                cart[item.id] = 1
+                spendable -= item.points
+        if cart:
+            redemptions.checkout(
+                shop=shop,
+                household=household,
+                cart=cart,
+                clerk=clerk,
+                key=f"demo-redeem-{household.id}",
+            )
 
 
 def _save(lines: list[str]) -> None:

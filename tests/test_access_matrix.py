@@ -77,6 +77,34 @@ EXPECTED: dict[str, str | frozenset[Role]] = {
     "cadre.rounds_list": frozenset({Role.CADRE, Role.COMMITTEE}),
     "cadre.new_round": frozenset({Role.CADRE, Role.COMMITTEE}),
     "cadre.inspection_round": frozenset({Role.CADRE, Role.COMMITTEE}),
+    # Points cards: printed and reissued by the village's cadres and committee and the town's
+    # administrators (after a roster import); each villager sees their own.
+    "cadre.cards": frozenset({Role.CADRE, Role.COMMITTEE, Role.ADMIN}),
+    "cadre.card_sheet": frozenset({Role.CADRE, Role.COMMITTEE, Role.ADMIN}),
+    "cadre.household_card": frozenset({Role.CADRE, Role.COMMITTEE, Role.ADMIN}),
+    "villager.card": frozenset({Role.VILLAGER}),
+    # The shop: the counter is the clerks'; the catalogue and the day's report are also the
+    # town administrator's; old redemptions are voided by the village's committee.
+    "clerk.counter": frozenset({Role.CLERK}),
+    "clerk.lookup": frozenset({Role.CLERK}),
+    "clerk.confirm_household": frozenset({Role.CLERK}),
+    "clerk.cart": frozenset({Role.CLERK}),
+    "clerk.checkout": frozenset({Role.CLERK}),
+    "clerk.redemption": frozenset({Role.CLERK, Role.COMMITTEE}),
+    "clerk.receipt": frozenset({Role.CLERK, Role.COMMITTEE}),
+    "clerk.void": frozenset({Role.CLERK, Role.COMMITTEE}),
+    "clerk.items": frozenset({Role.CLERK, Role.ADMIN}),
+    "clerk.new_item": frozenset({Role.CLERK, Role.ADMIN}),
+    "clerk.item": frozenset({Role.CLERK, Role.ADMIN}),
+    "clerk.edit_item": frozenset({Role.CLERK, Role.ADMIN}),
+    "clerk.intake": frozenset({Role.CLERK, Role.ADMIN}),
+    "clerk.write_off": frozenset({Role.CLERK, Role.ADMIN}),
+    "clerk.shop_settings": frozenset({Role.CLERK, Role.ADMIN}),
+    "clerk.day": frozenset({Role.CLERK, Role.ADMIN}),
+    "clerk.day_xlsx": frozenset({Role.CLERK, Role.ADMIN}),
+    "clerk.day_csv": frozenset({Role.CLERK, Role.ADMIN}),
+    "clerk.close_day": frozenset({Role.CLERK}),
+    "clerk.goods_photo": ANYONE,
 }
 
 #: How to fill each URL argument from the objects of one place (see Place below).
@@ -95,7 +123,58 @@ ARGUMENTS = {
     "template_id": lambda place: a_rule(place, town=True).id,
     "town_id": lambda place: place.village.town_id,
     "inspection_round_id": lambda place: open_inspection_round(place).id,
+    "item_id": lambda place: shop_item(place).id,
+    "redemption_id": lambda place: a_redemption(place).id,
+    "goods_token": lambda place: shop_item(place).photo_token,
 }
+
+
+def shop_item(place):
+    """Return an item of the place's shop, with stock and a photo (the same one again)."""
+    import io
+
+    import sqlalchemy as sa
+    from PIL import Image
+
+    from pointsmart.models import Item
+    from pointsmart.services import catalogue
+
+    item = db.session.scalar(sa.select(Item).where(Item.shop_id == place.shop.id))
+    if item is None:
+        clerk = place.users[Role.CLERK]
+        item = catalogue.create_item(place.shop, catalogue.ItemData("肥皂", "日用品", 5), clerk)
+        catalogue.receive(item, clerk, quantity_=50, key=f"matrix-stock-{place.shop.id}")
+        image = io.BytesIO()
+        Image.new("RGB", (8, 8), "blue").save(image, "PNG")
+        catalogue.set_item_photo(item, image.getvalue(), clerk)
+        db.session.commit()
+    return item
+
+
+def a_redemption(place):
+    """Return a redemption of the place's household at its shop (the same one again)."""
+    from pointsmart.services import redemptions
+
+    redemption = redemptions.find(f"matrix-sale-{place.shop.id}")
+    if redemption is None:
+        transfer = ledger.record(
+            kind=TransferKind.AWARD,
+            household=place.household,
+            points=50,
+            reason="植树",
+            recorded_by=place.users[Role.CADRE],
+            key=f"matrix-fund-{place.shop.id}",
+        )
+        ledger.post(transfer, place.users[Role.COMMITTEE])
+        redemption, _ = redemptions.checkout(
+            shop=place.shop,
+            household=place.household,
+            cart={shop_item(place).id: 1},
+            clerk=place.users[Role.CLERK],
+            key=f"matrix-sale-{place.shop.id}",
+        )
+        db.session.commit()
+    return redemption
 
 
 def a_rule(place, town: bool):

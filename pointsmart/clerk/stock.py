@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 
-from flask import abort, flash, redirect, render_template, request, send_from_directory, url_for
+from flask import Response, abort, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
@@ -348,13 +348,20 @@ def shop_settings(shop_id: int):
     )
 
 
-@bp.get("/goods/<token>.jpg")
-def goods_photo(token: str):
+@bp.get("/goods/<goods_token>.jpg")
+def goods_photo(goods_token: str):
     """Serve a goods photo (public: goods carry no personal data)."""
+    token = goods_token
     if not token.replace("-", "").replace("_", "").isalnum() or len(token) > 32:
         abort(404)
     if db.session.scalar(db.select(Item.id).where(Item.photo_token == token)) is None:
         abort(404)
-    response = send_from_directory(catalogue.item_photo_folder(), f"{token}.jpg", max_age=86400)
+    try:  # small (at most 800 px); read whole so no file handle outlives the request
+        data = (catalogue.item_photo_folder() / f"{token}.jpg").read_bytes()
+    except FileNotFoundError:
+        abort(404)
+    response = Response(data, mimetype="image/jpeg")
     response.headers["X-Content-Type-Options"] = "nosniff"
+    response.cache_control.public = True
+    response.cache_control.max_age = 86400  # a token's file never changes
     return response
