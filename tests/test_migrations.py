@@ -72,3 +72,35 @@ def test_cli_db_upgrade_from_empty(empty_database_url):
     with app.app_context():
         assert "households" in sa.inspect(db.engine).get_table_names()
         db.engine.dispose()
+
+
+def test_households_existing_before_the_shop_migration_get_a_card(empty_database_url):
+    app = create_app(app_config(empty_database_url))
+    with app.app_context():
+        directory = app.extensions["migrate"].directory
+        upgrade(directory=directory, revision="df795c048175")
+        with db.engine.begin() as conn:
+            conn.exec_driver_sql(
+                "INSERT INTO towns (id, name, created_at) VALUES (1, '镇', '2026-01-01 00:00:00+00')"
+            )
+            conn.exec_driver_sql(
+                "INSERT INTO villages (id, town_id, name, allow_negative_balance, board_names, "
+                "created_at) VALUES (1, 1, '村', false, 'masked', '2026-01-01 00:00:00+00')"
+            )
+            conn.exec_driver_sql(
+                "INSERT INTO villager_groups (id, village_id, name) VALUES (1, 1, '组')"
+            )
+            for n in (1, 2):
+                conn.exec_driver_sql(
+                    "INSERT INTO households (id, group_id, house_number, name, is_active, created_at) "
+                    f"VALUES ({n}, 1, '{n}', '户{n}', true, '2026-01-01 00:00:00+00')"
+                )
+        upgrade(directory=directory)
+        with db.engine.connect() as conn:
+            rows = conn.exec_driver_sql(
+                "SELECT household_id, token, code, revoked_at FROM household_cards ORDER BY household_id"
+            ).all()
+        assert [r[0] for r in rows] == [1, 2]
+        assert all(len(r[1]) == 26 and r[1].isupper() and len(r[2]) == 8 for r in rows)
+        assert all(r[3] is None for r in rows) and rows[0][1] != rows[1][1]
+        db.engine.dispose()

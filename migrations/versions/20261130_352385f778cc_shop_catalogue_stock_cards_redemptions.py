@@ -8,6 +8,7 @@ Revises: df795c048175
 Create Date: 2026-11-30 16:14:08.220494
 
 """
+import base64
 import secrets
 
 from alembic import op
@@ -17,7 +18,7 @@ from pointsmart.models.types import UTCDateTime
 
 KINDS_BEFORE = "'award', 'deduction', 'redemption', 'reversal', 'clearing'"
 KINDS_AFTER = KINDS_BEFORE + ", 'refund'"
-# The same shape as services.cards makes: Crockford-style, without 0/O/1/I/L/U.
+# The same shapes as services.cards makes: a base32 token, a code without 0/O/1/I/L/U.
 CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
@@ -219,7 +220,7 @@ def _issue_cards():
     rows = [
         {
             'household_id': household_id,
-            'token': secrets.token_urlsafe(16),
+            'token': base64.b32encode(secrets.token_bytes(16)).decode().rstrip('='),
             'code': ''.join(secrets.choice(CODE_ALPHABET) for _ in range(8)),
             'issued_at': now,
         }
