@@ -575,3 +575,19 @@ def test_a_bad_or_future_day_gives_a_message(client, w, day):
     client.post("/language", data={"locale": "en"})
     response = client.get(f"/clerk/shops/{w.shop.id}/day?date={day}", follow_redirects=True)
     assert "already begun" in text_of(response)
+
+
+def test_the_villager_sees_the_redemption_and_the_refund_with_reasons(client, w, make):
+    villager = make.villager(w.household)
+    db.session.commit()
+    login(client, w.clerk)
+    redeem(client, w, {w.oil: 2})
+    redemption = db.session.scalar(sa.select(Redemption))
+    void(client, redemption.id, reason="多拿了一桶", **{f"void-{redemption.lines[0].id}": "1"})
+    phone = client.application.test_client()
+    login(phone, villager)
+    phone.post("/language", data={"locale": "en"})
+    page = text_of(phone.get("/me/"))
+    assert "食用油×2" in page and w.shop.name in page
+    assert "Refund" in page and "多拿了一桶" in page and "Goods taken back from: 食用油×2" in page
+    assert "+40" in page and "-80" in page

@@ -37,6 +37,8 @@ def home():
             selectinload(Transfer.approved_by),
             selectinload(Transfer.member),
             selectinload(Transfer.reverses),
+            selectinload(Transfer.refunds),
+            selectinload(Transfer.shop),
         )
     ).all()
     return render_template(
@@ -49,4 +51,4 @@ def home():
 
 
 # Views of this audience in their own modules; imported last, they register on bp.
-from . import submissions  # noqa: E402, F401
+from . import card, submissions  # noqa: E402, F401
