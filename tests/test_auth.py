@@ -138,7 +138,7 @@ def test_staff_account_cannot_use_villager_login(make, client):
         (Role.ADMIN, "/admin/"),
         (Role.COMMITTEE, "/committee/"),
         (Role.CADRE, "/cadre/"),
-        (Role.CLERK, "/clerk/"),
+        (Role.CLERK, "/clerk/shops/1/counter"),  # a clerk of one shop lands at its counter
     ],
 )
 def test_staff_land_on_their_role_home(make, client, role, home):

@@ -280,37 +280,43 @@ def test_another_villages_transfer_is_not_found(client, login_as, approvals, act
 
 
 def test_clerk_sees_todays_redemptions_of_their_shop_only(make, client, login_as):
+    from pointsmart.models import Redemption
+    from pointsmart.services import catalogue, redemptions
+
     village = make.village()
     household = make.household(make.group(village))
     make.funded(household, 100)
     mine, other = make.shop(village), make.shop(village)
     clerk, other_clerk = make.staff(Role.CLERK, mine), make.staff(Role.CLERK, other)
 
-    def sell(shop, who, reason, points=5):
-        return ledger.redeem(
-            household=household, shop=shop, points=points, clerk=who, key=reason, reason=reason
+    def sell(shop, who, name, points=5):
+        item = catalogue.create_item(shop, catalogue.ItemData(name, "日用品", points), who)
+        catalogue.receive(item, who, quantity_=10, key=f"in-{name}")
+        redemption, _ = redemptions.checkout(
+            shop=shop, household=household, cart={item.id: 1}, clerk=who, key=name
         )
+        return redemption
 
-    sell(mine, clerk, "兑换肥皂")
-    sell(other, other_clerk, "兑换毛巾")
-    old = sell(mine, clerk, "昨天兑换食用油")
+    sell(mine, clerk, "肥皂")
+    sell(other, other_clerk, "毛巾")
+    old = sell(mine, clerk, "食用油")
     db.session.execute(
-        sa.update(Transfer)
-        .where(Transfer.id == old.id)
+        sa.update(Redemption)
+        .where(Redemption.id == old.id)
         .values(created_at=utcnow() - timedelta(days=1, hours=1))
     )
     db.session.commit()
 
     login_as(clerk)
-    response = client.get("/clerk/")
+    response = client.get("/clerk/", follow_redirects=True)
     assert response.status_code == 200
     page = text(response)
     assert mine.name in page
     lines = entries(page)
     assert len(lines) == 1
-    assert "兑换肥皂" in lines[0] and household.name in lines[0] and "-5" in lines[0]
-    assert "兑换毛巾" not in page
-    assert "昨天兑换食用油" not in page
+    assert "肥皂×1" in lines[0] and household.name in lines[0] and "−5" in lines[0]
+    assert "毛巾" not in page
+    assert "食用油" not in page
 
 
 # --- admin ------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ ROLE_HOMES = {
     "villager": "/me/",
     "cadre": "/cadre/",
     "committee": "/committee/",
-    "clerk": "/clerk/",
+    "clerk": "/clerk/shops/1/counter",  # each demo clerk serves one shop: straight to its counter
     "admin": "/admin/",
 }
 CSRF_INPUT = re.compile(r'<input[^>]*name="csrf_token"[^>]*value="([^"]+)"')
