@@ -591,3 +591,14 @@ def test_the_villager_sees_the_redemption_and_the_refund_with_reasons(client, w,
     assert "食用油×2" in page and w.shop.name in page
     assert "Refund" in page and "多拿了一桶" in page and "Goods taken back from: 食用油×2" in page
     assert "+40" in page and "-80" in page
+
+
+def test_a_committee_member_reaches_an_old_receipt_from_the_household_page(client, w):
+    login(client, w.clerk)
+    redeem(client, w, {w.soap: 1})
+    redemption = db.session.scalar(sa.select(Redemption))
+    committee = client.application.test_client()
+    login(committee, w.committee)
+    page = text_of(committee.get(f"/cadre/households/{w.household.id}"))
+    assert f'href="/clerk/redemptions/{redemption.id}"' in page
+    assert "张小明" in text_of(client.get(cart_url(w)))  # the cart names the members

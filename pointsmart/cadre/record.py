@@ -231,4 +231,6 @@ def household(household_id: int):
         rule_label=rule_label,
         form=form,
         back_url=url_for(".home") if current_user.has_role(Role.CADRE) else url_for("main.home"),
+        # Committee members void old shop redemptions from their receipts.
+        is_committee=access.covers_village(current_user, household.group.village, Role.COMMITTEE),
     )
