@@ -204,7 +204,7 @@ def test_review_shows_the_total_and_what_remains_without_saving(client, w):
     response, key = review(client, w, {w.oil: 2, w.soap: 1})
     assert response.status_code == 200 and key
     page = text_of(response)
-    assert 'id="total">85<' in page and 'id="remaining">15<' in page
+    assert 'id="review-total">85<' in page and 'id="review-remaining">15<' in page
     assert state(w) == before
 
 
