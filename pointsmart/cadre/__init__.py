@@ -67,4 +67,4 @@ def home():
 
 
 # Views of this audience in their own modules; imported last, they register on bp.
-from . import ratings, record, rounds, verify  # noqa: E402, F401
+from . import cards, ratings, record, rounds, verify  # noqa: E402, F401

@@ -229,13 +229,26 @@ def get_item(shop: Shop, item_id) -> Item:
 # --- stock movements --------------------------------------------------------------------------
 
 
-def _replay_movement(key: str, item: Item, quantity_: int) -> StockMovement | None:
+def _content(movement: StockMovement) -> tuple:
+    return (
+        movement.kind,
+        movement.quantity,
+        movement.cost_fen,
+        movement.funding,
+        movement.donor,
+        movement.reason,
+    )
+
+
+def _replay_movement(key: str, item: Item, movement: StockMovement) -> StockMovement | None:
     existing = db.session.scalar(
         sa.select(StockMovement).where(StockMovement.idempotency_key == key)
     )
     if existing is None:
         return None
-    if existing.item_id != item.id or existing.quantity != quantity_:
+    # The whole form, not just item and quantity: a reused key with another cost, donor or
+    # reason is another event, and silently keeping the first would lose what was typed.
+    if existing.item_id != item.id or _content(existing) != _content(movement):
         raise IdempotencyConflict()
     return existing
 
@@ -243,7 +256,7 @@ def _replay_movement(key: str, item: Item, quantity_: int) -> StockMovement | No
 def _move(item: Item, movement: StockMovement, floor_check: bool) -> StockMovement:
     """Insert the movement (unless its key exists) and apply it to the stock by a guarded UPDATE."""
     if movement.idempotency_key:
-        existing = _replay_movement(movement.idempotency_key, item, movement.quantity)
+        existing = _replay_movement(movement.idempotency_key, item, movement)
         if existing is not None:
             return existing
     try:
@@ -251,7 +264,7 @@ def _move(item: Item, movement: StockMovement, floor_check: bool) -> StockMoveme
             db.session.add(movement)
             db.session.flush()
     except IntegrityError:
-        existing = _replay_movement(movement.idempotency_key, item, movement.quantity)
+        existing = _replay_movement(movement.idempotency_key, item, movement)
         if existing is None:
             raise
         return existing

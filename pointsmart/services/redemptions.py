@@ -76,11 +76,21 @@ def parse_cart(pairs: Iterable[tuple[object, object]]) -> dict[int, int]:
     Pairs with a quantity of 0 or left empty are dropped (an untouched line of the form).
     Raises InvalidInput for negative, fractional or huge quantities, bad ids, or an empty cart.
     """
-    cart: dict[int, int] = {}
+    typed = []
     for raw_id, raw_quantity in pairs:
         text = str(raw_quantity if raw_quantity is not None else "").strip()
-        if text in ("", "0"):
-            continue
+        if text not in ("", "0"):
+            typed.append((raw_id, raw_quantity))
+    return _checked_cart(typed)
+
+
+def _checked_cart(pairs: Iterable[tuple[object, object]]) -> dict[int, int]:
+    """Return {item id: units}, refusing any id or quantity that is not a valid whole number.
+
+    Raises InvalidInput.
+    """
+    cart: dict[int, int] = {}
+    for raw_id, raw_quantity in pairs:
         units = _whole(raw_quantity, _l("The quantity"), 1, MAX_UNITS)
         item_id = _whole(raw_id, _l("The item"), 1, 2**62)
         cart[item_id] = cart.get(item_id, 0) + units
@@ -151,7 +161,8 @@ def precheck(shop: Shop, household: Household, priced: PricedCart) -> None:
         if line.item.stock < line.quantity:
             raise catalogue.out_of_stock(line.item, line.quantity)
     balance = ledger.balance_of(household).spendable
-    if priced.total > balance and not household.group.village.allow_negative_balance:
+    # No village setting lets a purchase overdraw (ledger.redeem floors at zero, always).
+    if priced.total > balance:
         raise InsufficientPoints(
             _l(
                 "Not enough points: the household has %(balance)s, this cart needs %(needed)s.",
@@ -171,6 +182,13 @@ def _reason(priced: PricedCart) -> str:
 
 
 # --- checkout -----------------------------------------------------------------------------------
+
+
+def _check_key(key: str, prefix: str) -> str:
+    """Check a form's key, and that the ledger key derived from it (prefix + key) fits too."""
+    key = ledger._check_key(key)
+    ledger._check_key(prefix + key)
+    return key
 
 
 def find(key: str) -> Redemption | None:
@@ -226,9 +244,9 @@ def checkout(
     Raises Forbidden, InvalidInput, OutsideExchangeWindow, OutOfStock, InsufficientPoints,
     IdempotencyConflict, CardRevoked.
     """
-    key = ledger._check_key(key)
-    if not cart:
-        raise InvalidInput(_l("The cart is empty: add at least one item."))
+    key = _check_key(key, "checkout:")
+    # The service's own guard: a caller that skipped parse_cart cannot redeem -1 or "abc".
+    cart = _checked_cart(cart.items())
     fingerprint = _fingerprint(
         shop=shop.id,
         household=household.id,
@@ -371,7 +389,7 @@ def void(
     Returns (void, created). Raises Forbidden, InvalidInput, AlreadyResolved,
     IdempotencyConflict.
     """
-    key = ledger._check_key(key)
+    key = _check_key(key, "void:")
     reason = ledger._check_reason(reason)
     lines = {line.id: line for line in redemption.lines}
     if quantities is None:
@@ -390,8 +408,12 @@ def void(
             wanted[line_id] = _whole(raw_quantity, _l("The quantity"), 1, lines[line_id].quantity)
         if not wanted:
             raise InvalidInput(_l("Choose at least one item to take back."))
+    # "Everything left" is fingerprinted as asked, not as resolved: once done, nothing is left,
+    # and a retry of the same request must still find its void rather than a conflict.
     fingerprint = _fingerprint(
-        redemption=redemption.id, lines=sorted(wanted.items()), reason=reason
+        redemption=redemption.id,
+        lines="all" if quantities is None else sorted(wanted.items()),
+        reason=reason,
     )
     existing = find_void(key)
     if existing is not None:
