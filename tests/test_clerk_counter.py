@@ -521,7 +521,10 @@ def test_the_exchange_window_form_rejects_bad_days(client, w):
 
 def test_the_town_admin_runs_the_catalogue_but_not_the_counter(client, w):
     login(client, w.admin)
-    assert client.get(f"/clerk/shops/{w.shop.id}/items").status_code == 200
+    home = text_of(client.get("/admin/"))
+    assert f'href="/clerk/shops/{w.shop.id}/items"' in home and 'href="/cadre/cards"' in home
+    page = text_of(client.get(f"/clerk/shops/{w.shop.id}/items"))
+    assert counter_url(w) not in page  # the shop's menu offers no counter to an administrator
     assert client.get(counter_url(w)).status_code == 403
 
 

@@ -8,7 +8,7 @@ from flask_login import current_user
 
 from ..auth import role_required
 from ..extensions import db
-from ..models import Household, Role, Town, Village, VillagerGroup
+from ..models import Household, Role, Shop, Town, Village, VillagerGroup
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -31,7 +31,10 @@ def home():
     ).all()
     stats = {village_id: (groups, households) for village_id, groups, households in counts}
     towns = db.session.scalars(sa.select(Town).where(Town.id.in_(town_ids))).all()
-    return render_template("admin/home.html", towns=towns, stats=stats)
+    shops = db.session.scalars(
+        sa.select(Shop).where(Shop.town_id.in_(town_ids)).order_by(Shop.name)
+    ).all()
+    return render_template("admin/home.html", towns=towns, stats=stats, shops=shops)
 
 
 # Views of this audience in their own modules; imported last, they register on bp.
