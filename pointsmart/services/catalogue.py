@@ -15,6 +15,7 @@ from datetime import datetime, time
 from decimal import Decimal, InvalidOperation
 
 import sqlalchemy as sa
+from flask_babel import LazyString
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from sqlalchemy.exc import IntegrityError
@@ -466,14 +467,18 @@ def _weekday_names() -> list[str]:
 
 def describe_window(shop: Shop) -> str:
     """Say in words when the shop exchanges points, e.g. "the 10th of each month, 08:00–17:00"."""
+    return _describe(shop.exchange_days, shop.exchange_weekdays, shop.opens_at, shop.closes_at)
+
+
+def _describe(days: str | None, weekdays: str | None, opens: time | None, closes: time | None):
     parts = []
-    if shop.exchange_days:
-        parts.append(_("on day %(days)s of each month", days=shop.exchange_days.replace(",", ", ")))
-    if shop.exchange_weekdays:
+    if days:
+        parts.append(_("on day %(days)s of each month", days=days.replace(",", ", ")))
+    if weekdays:
         names = _weekday_names()
-        parts.append(", ".join(names[int(d) - 1] for d in shop.exchange_weekdays))
-    if shop.opens_at is not None:
-        parts.append(f"{shop.opens_at.strftime('%H:%M')}–{shop.closes_at.strftime('%H:%M')}")
+        parts.append(", ".join(names[int(d) - 1] for d in weekdays))
+    if opens is not None:
+        parts.append(f"{opens.strftime('%H:%M')}–{closes.strftime('%H:%M')}")
     return "; ".join(parts) if parts else _("every day, all day")
 
 
@@ -484,6 +489,13 @@ def require_open(shop: Shop, moment: datetime | None = None) -> None:
             _l(
                 "%(shop)s exchanges points only %(window)s. Nothing was redeemed.",
                 shop=shop.name,
-                window=describe_window(shop),
+                # Lazy too: the message may be shown in another language than now's.
+                window=LazyString(
+                    _describe,
+                    shop.exchange_days,
+                    shop.exchange_weekdays,
+                    shop.opens_at,
+                    shop.closes_at,
+                ),
             )
         )
