@@ -6,7 +6,11 @@ from flask_babel import lazy_gettext as _l
 
 
 class DomainError(Exception):
-    """A request the rules refuse; nothing has been changed when it is raised."""
+    """A request the rules refuse. The caller rolls back, so nothing it asked for is kept.
+
+    Input checks raise before anything is written; a guard inside a write (stock, points, a
+    unit voided twice) raises after earlier writes of the same transaction.
+    """
 
     code = "invalid"
     status = 422

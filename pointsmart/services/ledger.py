@@ -630,7 +630,13 @@ def refund(
         return _replay(existing, fingerprint)
     if original.kind is not TransferKind.REDEMPTION or original.status is not TransferStatus.POSTED:
         raise NotReversible(_l("Only a posted redemption can be refunded."))
-    if points > original.amount:
+    already = db.session.scalar(
+        sa.select(sa.func.coalesce(sa.func.sum(Transfer.amount), 0)).where(
+            Transfer.refunds_id == original.id
+        )
+    )
+    # Advice for other callers; the shop's per-line guarded UPDATE is what holds under races.
+    if points + already > original.amount:
         raise InvalidInput(_l("A refund cannot give back more than was redeemed."))
     if not can_reverse(actor, original):
         raise Forbidden()

@@ -253,11 +253,15 @@ def checkout(
         cart=sorted(cart.items()),
         member=member and member.id,
     )
+    if not access.covers_shop(clerk, shop):  # before a replay, which would show the redemption
+        raise Forbidden()
     existing = find(key)
     if existing is not None:
         return _replay(existing, fingerprint), False
     check_counter(clerk, shop, household)
-    if card is not None and (card.household_id != household.id or card.revoked_at is not None):
+    if card is not None and card.household_id != household.id:
+        raise InvalidInput(_l("This card belongs to another household."))
+    if card is not None and card.revoked_at is not None:
         raise CardRevoked()
     if member is not None and member.household_id != household.id:
         raise InvalidInput(_l("That person is not a member of this household."))
@@ -415,6 +419,12 @@ def void(
         lines="all" if quantities is None else sorted(wanted.items()),
         reason=reason,
     )
+    village = redemption.household.group.village
+    if not (
+        access.covers_shop(actor, redemption.shop)
+        or access.covers_village(actor, village, Role.COMMITTEE)
+    ):
+        raise Forbidden()  # before a replay, which would show the void
     existing = find_void(key)
     if existing is not None:
         return _replay_void(existing, fingerprint), False
@@ -635,7 +645,7 @@ def day_summary(shop: Shop, day: date) -> DaySummary:
     for item_id, name, stock, low_at, active, kind, day_units, later_units in rows:
         entry = items.setdefault(item_id, ItemDay(item_id, name))
         entry.stock_end = stock
-        entry.low = active and stock <= low_at
+        entry.low = (active, low_at)  # settled below, against the stock at the day's end
         after[item_id] = after.get(item_id, 0) + int(later_units or 0)
         units = int(day_units or 0)
         if kind is MovementKind.REDEMPTION:
@@ -648,6 +658,8 @@ def day_summary(shop: Shop, day: date) -> DaySummary:
             entry.written_off = -units
     for item_id, entry in items.items():
         entry.stock_end -= after[item_id]
+        active, low_at = entry.low
+        entry.low = active and entry.stock_end <= low_at
     # Points per item from the day's lines, less what the day's voids gave back.
     for redemption in redemptions:
         for line in redemption.lines:
@@ -709,27 +721,69 @@ def close_day(shop: Shop, day: date, actor: User) -> tuple[DayClosing, bool]:
 
 
 def check_redemptions() -> list[str]:
-    """Return a line for every redemption whose lines, stock or transfer do not agree."""
+    """Return a line for every redemption or void whose lines, stock or transfers disagree.
+
+    A redemption's total equals its lines and its transfer; each void's points equal its refund
+    transfer; units returned to the shelf equal the units voided; nothing is refunded beyond
+    what was redeemed.
+    """
+    from ..models import Transfer
+
     problems = []
     line_totals = (
         sa.select(
             RedemptionLine.redemption_id,
             sa.func.sum(RedemptionLine.unit_points * RedemptionLine.quantity).label("points"),
+            sa.func.sum(RedemptionLine.voided_quantity).label("voided_units"),
+            sa.func.sum(RedemptionLine.unit_points * RedemptionLine.voided_quantity).label(
+                "voided_points"
+            ),
         )
         .group_by(RedemptionLine.redemption_id)
         .subquery()
     )
-    from ..models import Transfer
-
+    returned = (
+        sa.select(StockMovement.redemption_id, sa.func.sum(StockMovement.quantity).label("units"))
+        .where(StockMovement.kind == MovementKind.RETURN)
+        .group_by(StockMovement.redemption_id)
+        .subquery()
+    )
+    refunded = (
+        sa.select(Transfer.refunds_id, sa.func.sum(Transfer.amount).label("points"))
+        .where(Transfer.refunds_id.is_not(None))
+        .group_by(Transfer.refunds_id)
+        .subquery()
+    )
     rows = db.session.execute(
-        sa.select(Redemption.id, Redemption.total_points, line_totals.c.points, Transfer.amount)
+        sa.select(
+            Redemption.id,
+            Redemption.total_points,
+            line_totals.c.points,
+            line_totals.c.voided_units,
+            line_totals.c.voided_points,
+            Transfer.amount,
+            returned.c.units,
+            refunded.c.points,
+        )
         .outerjoin(line_totals, line_totals.c.redemption_id == Redemption.id)
         .outerjoin(Transfer, Transfer.id == Redemption.transfer_id)
+        .outerjoin(returned, returned.c.redemption_id == Redemption.id)
+        .outerjoin(refunded, refunded.c.refunds_id == Redemption.transfer_id)
     ).all()
-    for redemption_id, total, lines_total, transfer_amount in rows:
-        if total != (lines_total or 0) or total != transfer_amount:
+    for rid, total, lines, v_units, v_points, debited, back_units, back_points in rows:
+        if total != (lines or 0) or total != debited:
+            problems.append(f"redemption {rid}: total {total}, lines {lines}, transfer {debited}")
+        if (v_units or 0) != (back_units or 0):
+            problems.append(f"redemption {rid}: {v_units} units voided, {back_units} returned")
+        if (v_points or 0) != (back_points or 0) or (back_points or 0) > total:
             problems.append(
-                f"redemption {redemption_id}: total {total}, lines {lines_total}, "
-                f"transfer {transfer_amount}"
+                f"redemption {rid}: {v_points} points voided, {back_points} refunded of {total}"
             )
+    mismatched_voids = db.session.execute(
+        sa.select(RedemptionVoid.id, RedemptionVoid.points, Transfer.amount)
+        .outerjoin(Transfer, Transfer.id == RedemptionVoid.transfer_id)
+        .where(sa.or_(Transfer.amount.is_(None), Transfer.amount != RedemptionVoid.points))
+    ).all()
+    for void_id, points, amount in mismatched_voids:
+        problems.append(f"void {void_id}: {points} points, refund transfer {amount}")
     return problems
