@@ -234,40 +234,44 @@ def item(item_id: int):
     )
 
 
+def _record_movement(item: Item, form: FlaskForm, record, refused: str, done: str):
+    """Validate a stock form, record its movement, flash the outcome, go back to the item."""
+    if not form.validate_on_submit():
+        _flash_form_errors(form)
+    else:
+        try:
+            movement = record()
+        except DomainError as error:
+            db.session.rollback()
+            flash(str(refused) % {"reason": error.message}, "error")
+        else:
+            db.session.commit()
+            values = {"n": abs(movement.quantity), "name": item.name, "stock": item.stock}
+            flash(str(done) % values, "success")
+    return redirect(url_for(".item", item_id=item.id))
+
+
 @bp.post("/items/<int:item_id>/intake")
 @role_required(*MANAGERS)
 def intake(item_id: int):
     """Record goods arriving: units, cost and who paid or donated."""
     item = managed_item_or_404(item_id)
     form = IntakeForm()
-    if form.validate_on_submit():
-        try:
-            movement = catalogue.receive(
-                item,
-                current_user,
-                quantity_=form.quantity.data,
-                key=form.key.data,
-                cost_yuan=form.cost.data,
-                funding=form.funding.data,
-                donor=form.donor.data,
-            )
-        except DomainError as error:
-            db.session.rollback()
-            flash(_("Nothing was recorded: %(reason)s", reason=error.message), "error")
-        else:
-            db.session.commit()
-            flash(
-                _(
-                    "%(n)s × “%(name)s” received; %(stock)s in stock.",
-                    n=movement.quantity,
-                    name=item.name,
-                    stock=item.stock,
-                ),
-                "success",
-            )
-    else:
-        _flash_form_errors(form)
-    return redirect(url_for(".item", item_id=item.id))
+    return _record_movement(
+        item,
+        form,
+        lambda: catalogue.receive(
+            item,
+            current_user,
+            quantity_=form.quantity.data,
+            key=form.key.data,
+            cost_yuan=form.cost.data,
+            funding=form.funding.data,
+            donor=form.donor.data,
+        ),
+        refused=_l("Nothing was recorded: %(reason)s"),
+        done=_l("%(n)s × “%(name)s” received; %(stock)s in stock."),
+    )
 
 
 @bp.post("/items/<int:item_id>/write-off")
@@ -276,32 +280,19 @@ def write_off(item_id: int):
     """Take spoiled, broken or lost units off the shelf, with a reason."""
     item = managed_item_or_404(item_id)
     form = WriteOffForm()
-    if form.validate_on_submit():
-        try:
-            movement = catalogue.write_off(
-                item,
-                current_user,
-                quantity_=form.quantity.data,
-                reason=form.reason.data,
-                key=form.key.data,
-            )
-        except DomainError as error:
-            db.session.rollback()
-            flash(_("Nothing was written off: %(reason)s", reason=error.message), "error")
-        else:
-            db.session.commit()
-            flash(
-                _(
-                    "%(n)s × “%(name)s” written off; %(stock)s in stock.",
-                    n=-movement.quantity,
-                    name=item.name,
-                    stock=item.stock,
-                ),
-                "success",
-            )
-    else:
-        _flash_form_errors(form)
-    return redirect(url_for(".item", item_id=item.id))
+    return _record_movement(
+        item,
+        form,
+        lambda: catalogue.write_off(
+            item,
+            current_user,
+            quantity_=form.quantity.data,
+            reason=form.reason.data,
+            key=form.key.data,
+        ),
+        refused=_l("Nothing was written off: %(reason)s"),
+        done=_l("%(n)s × “%(name)s” written off; %(stock)s in stock."),
+    )
 
 
 @bp.route("/shops/<int:shop_id>/settings", methods=["GET", "POST"])
