@@ -133,12 +133,13 @@ def create_user_command(username, display_name, role, place_id, password) -> Non
 def check_ledger_command() -> None:
     """Recompute every balance from the transfers and every stock from its movements; exit 1
     naming any mismatch."""
-    from .services import catalogue, ledger, redemptions
+    from .services import catalogue, ledger, monthly, redemptions
 
     ensure_database()
     mismatches, unbalanced = ledger.check()
     stock = catalogue.check_stock()
     carts = redemptions.check_redemptions()
+    months = monthly.check()
     accounts = db.session.scalar(sa.select(sa.func.count()).select_from(ledger.Account))
     for m in mismatches:
         click.echo(
@@ -156,7 +157,10 @@ def check_ledger_command() -> None:
         )
     for line in carts:
         click.echo(f"REDEMPTION MISMATCH {line}", err=True)
-    if mismatches or unbalanced or stock or carts:
+    for line in months:
+        click.echo(f"MONTHLY MISMATCH {line}", err=True)
+    if mismatches or unbalanced or stock or carts or months:
         raise SystemExit(1)
     click.echo(f"Ledger OK: {accounts} accounts match the sum of their transfers.")
     click.echo("Stock OK: every item's stock matches its movements; every redemption its lines.")
+    click.echo("Rankings OK: every household's monthly points match its transfers.")

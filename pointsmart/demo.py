@@ -14,7 +14,7 @@ from flask import current_app
 
 from .extensions import db
 from .models import Category, LimitPeriod, Role, Town, TransferKind
-from .services import accounts, catalogue, ledger, places, redemptions, rules
+from .services import accounts, catalogue, ledger, monthly, places, redemptions, rules
 from .services.rules import RuleData
 from .timeutil import utcnow
 
@@ -124,6 +124,7 @@ def load_demo(seed: int = 2026) -> list[str]:
                     f"{head}（{village_name}{group.name}，PIN）"
                 )
             _history(rng, household, cadre, approvers, clerk, shop, goods, now, awards, deductions)
+    monthly.rebuild()  # the history was back-dated after posting
     db.session.commit()
     _save(lines)
     return lines

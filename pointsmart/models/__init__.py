@@ -1,5 +1,6 @@
 """Typed SQLAlchemy models, one module per area."""
 
+from .boards import Board, BoardKind, HouseholdMonth
 from .cards import Card
 from .earning import (
     Approval,
@@ -40,6 +41,9 @@ from .submissions import Claim, Report, SubmissionStatus
 from .users import LoginSession, Role, RoleGrant, User
 
 __all__ = [
+    "Board",
+    "BoardKind",
+    "HouseholdMonth",
     "Account",
     "AccountKind",
     "Approval",

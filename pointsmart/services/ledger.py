@@ -38,6 +38,7 @@ from ..models import (
     Village,
 )
 from ..timeutil import to_local, utcnow
+from . import monthly
 from .errors import (
     AlreadyResolved,
     Forbidden,
@@ -399,6 +400,7 @@ def _post_pending(transfer: Transfer, approver: User | None) -> Transfer:
             raise AlreadyResolved()
         return _already(transfer, approver, TransferStatus.POSTED)
     _apply(transfer, _household_floors(transfer, transfer.village.allow_negative_balance))
+    monthly.count(transfer)
     log.info("user %s posted transfer %s", approver.id if approver else "auto", transfer.id)
     return transfer
 
@@ -603,6 +605,7 @@ def reverse(transfer: Transfer, actor: User, reason: str, key: str) -> Transfer:
             transfer.kind is TransferKind.AWARD and transfer.village.allow_negative_balance
         )
         _post_now(reversal, actor, _household_floors(reversal, allow_negative))
+        monthly.count(transfer, -1)  # corrects the month of what it reverses
         db.session.expire(transfer, ["reversed_by"])  # so the link reads back at once
         log.info("user %s reversed transfer %s by %s", actor.id, transfer.id, reversal.id)
     return reversal
