@@ -53,6 +53,7 @@ def register_commands(app: Flask) -> None:
     app.cli.add_command(demo_command)
     app.cli.add_command(create_user_command)
     app.cli.add_command(check_ledger_command)
+    app.cli.add_command(backup_command)
 
 
 @click.command("demo")
@@ -164,3 +165,23 @@ def check_ledger_command() -> None:
     click.echo(f"Ledger OK: {accounts} accounts match the sum of their transfers.")
     click.echo("Stock OK: every item's stock matches its movements; every redemption its lines.")
     click.echo("Rankings OK: every household's monthly points match its transfers.")
+
+
+@click.command("backup")
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, writable=True),
+    help="File to write (default: instance/backups/pointsmart-<time>.sqlite or .dump).",
+)
+@with_appcontext
+def backup_command(output: str | None) -> None:
+    """Write a consistent backup of the database while PointSmart keeps running."""
+    from .services import backup
+
+    ensure_database()
+    try:
+        path = backup.write(output)
+    except backup.BackupError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"Backup written: {path} ({path.stat().st_size:,} bytes).")
+    click.echo("Restore it as the README says, then run `pointsmart check-ledger` on the copy.")
