@@ -54,6 +54,7 @@ def register_commands(app: Flask) -> None:
     app.cli.add_command(create_user_command)
     app.cli.add_command(check_ledger_command)
     app.cli.add_command(backup_command)
+    app.cli.add_command(run_clearing_command)
 
 
 @click.command("demo")
@@ -185,3 +186,26 @@ def backup_command(output: str | None) -> None:
         raise click.ClickException(str(exc)) from None
     click.echo(f"Backup written: {path} ({path.stat().st_size:,} bytes).")
     click.echo("Restore it as the README says, then run `pointsmart check-ledger` on the copy.")
+
+
+@click.command("run-clearing")
+@click.option(
+    "--today",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    help="Act as if it were this local date (default: today in Asia/Shanghai).",
+)
+@with_appcontext
+def run_clearing_command(today) -> None:
+    """Clear spendable points of villages whose yearly clearing date has come (run daily)."""
+    from .services import clearing
+
+    ensure_database()
+    runs = clearing.run_due(today.date() if today else None)
+    db.session.commit()
+    for record in runs:
+        click.echo(
+            f"Village {record.village.name}: cleared {record.points} points of "
+            f"{record.households} households for {record.clearing_date}."
+        )
+    if not runs:
+        click.echo("No clearing is due.")

@@ -2,6 +2,7 @@
 
 from .boards import Board, BoardKind, HouseholdMonth
 from .cards import Card
+from .clearing import ClearingRun
 from .earning import (
     Approval,
     InspectionRound,
@@ -49,6 +50,7 @@ __all__ = [
     "Approval",
     "BoardNames",
     "Card",
+    "ClearingRun",
     "Category",
     "Claim",
     "DayClosing",

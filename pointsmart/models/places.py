@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from datetime import datetime
+from datetime import date, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -36,7 +36,12 @@ class Town(db.Model):
 
 class Village(db.Model):
     __tablename__ = "villages"
-    __table_args__ = (sa.UniqueConstraint("town_id", "name"),)
+    __table_args__ = (
+        sa.UniqueConstraint("town_id", "name"),
+        sa.CheckConstraint(
+            "(clearing_month IS NULL) = (clearing_day IS NULL)", name="clearing_date_complete"
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     town_id: Mapped[int] = mapped_column(sa.ForeignKey("towns.id"), index=True)
@@ -51,6 +56,11 @@ class Village(db.Model):
     board_names: Mapped[BoardNames] = mapped_column(
         enum_column(BoardNames), default=BoardNames.MASKED
     )
+    #: Yearly clearing of spendable points (积分清零) on this month and day; None: never.
+    clearing_month: Mapped[int | None] = mapped_column()
+    clearing_day: Mapped[int | None] = mapped_column()
+    #: When the clearing date was set: the first clearing comes a month's notice later.
+    clearing_set_on: Mapped[date | None] = mapped_column(sa.Date)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     town: Mapped[Town] = relationship(back_populates="villages")

@@ -674,6 +674,51 @@ def refund(
     return transfer
 
 
+# --- yearly clearing ------------------------------------------------------------------------
+
+
+def clear(
+    household: Household, key: str, reason: str, actor: User | None = None
+) -> Transfer | None:
+    """Move a household's whole positive spendable balance to the village sink; honour untouched.
+
+    Returns the clearing transfer (or the replay under the same key), or None when there is
+    nothing to clear. The account row is locked first, so a redemption at the same moment
+    either comes before (less is cleared) or after (finds nothing left).
+    """
+    key = _check_key(key)
+    existing = find(key)
+    if existing is not None:
+        return existing
+    spendable = _account(AccountKind.HOUSEHOLD_SPENDABLE, household_id=household.id)
+    balance = db.session.scalar(
+        sa.select(Account.balance).where(Account.id == spendable.id).with_for_update()
+    )
+    if balance <= 0:
+        return None
+    village = household.group.village
+    sink = _account(AccountKind.VILLAGE_SINK, village_id=village.id)
+    transfer = Transfer(
+        idempotency_key=key,
+        fingerprint=_fingerprint(kind=TransferKind.CLEARING.value, household=household.id, key=key),
+        kind=TransferKind.CLEARING,
+        status=TransferStatus.PENDING,
+        amount=balance,
+        household=household,
+        village=village,
+        reason=_check_reason(reason),
+        source_type="clearing",
+        recorded_by=actor,
+    )
+    transfer, created = _insert(transfer, [(spendable, -balance), (sink, balance)])
+    if created:
+        _post_now(transfer, None, {spendable.id: 0})
+        log.info(
+            "cleared %s points of household %s (transfer %s)", balance, household.id, transfer.id
+        )
+    return transfer
+
+
 # --- reconciliation ---------------------------------------------------------------------
 
 
