@@ -1,5 +1,6 @@
 """Typed SQLAlchemy models, one module per area."""
 
+from .audit import AuditEntry
 from .boards import Board, BoardKind, HouseholdMonth
 from .cards import Card
 from .clearing import ClearingRun
@@ -42,6 +43,7 @@ from .submissions import Claim, Report, SubmissionStatus
 from .users import LoginSession, Role, RoleGrant, User
 
 __all__ = [
+    "AuditEntry",
     "Board",
     "BoardKind",
     "HouseholdMonth",

@@ -23,6 +23,7 @@ from .. import access
 from ..extensions import db
 from ..models import Card, Household, Role, User
 from ..timeutil import utcnow
+from . import audit
 from .errors import CardNotFound, CardRevoked, Forbidden, InvalidInput
 from .ledger import _check_reason
 
@@ -96,6 +97,7 @@ def reissue(household: Household, actor: User, reason: str) -> Card:
     )
     db.session.expire_all()
     card = issue(household, actor)
+    audit.record("card.reissue", actor, household, summary=f"{household.name}: {reason}")
     log.info("user %s reissued the card of household %s: %s", actor.id, household.id, reason)
     return card
 

@@ -24,7 +24,7 @@ from .. import access
 from ..extensions import db
 from ..models import Funding, Item, MovementKind, Role, Shop, StockMovement, User
 from ..timeutil import to_local, utcnow
-from . import photos
+from . import audit, photos
 from .errors import Forbidden, IdempotencyConflict, InvalidInput, OutOfStock, OutsideExchangeWindow
 from .ledger import MAX_POINTS, _check_key
 
@@ -170,6 +170,9 @@ def create_item(shop: Shop, data: ItemData, actor: User) -> Item:
         raise InvalidInput(
             _l("This shop already has an item called “%(name)s”.", name=values["name"])
         ) from None
+    audit.record(
+        "item.create", actor, item, summary=f"{shop.name}: {item.name} {item.points}", after=values
+    )
     log.info("user %s added item %s (%s) to shop %s", actor.id, item.id, item.name, shop.id)
     return item
 
@@ -189,6 +192,7 @@ def update_item(item: Item, data: ItemData, actor: User) -> Item:
     for key, value in values.items():
         setattr(item, key, value)
     db.session.flush()
+    audit.record("item.update", actor, item, summary=item.name, before=before, after=values)
     log.info("user %s changed item %s: %s -> %s", actor.id, item.id, before, values)
     return item
 
@@ -323,6 +327,13 @@ def receive(
         user=actor,
     )
     movement = _move(item, movement, floor_check=False)
+    audit.record(
+        "stock.intake",
+        actor,
+        item,
+        summary=f"{item.name} +{units}",
+        after=audit.snapshot(movement, "quantity", "cost_fen", "funding", "donor"),
+    )
     log.info("user %s received %s × item %s", actor.id, units, item.id)
     return movement
 
@@ -344,6 +355,7 @@ def write_off(item: Item, actor: User, *, quantity_, reason: str, key: str) -> S
         user=actor,
     )
     movement = _move(item, movement, floor_check=True)
+    audit.record("stock.write_off", actor, item, summary=f"{item.name} -{units}: {movement.reason}")
     log.info("user %s wrote off %s × item %s: %s", actor.id, units, item.id, movement.reason)
     return movement
 
@@ -426,11 +438,20 @@ def set_exchange_window(
         raise InvalidInput(_l("Give both the opening and the closing time, or neither."))
     if opens_at is not None and opens_at >= closes_at:
         raise InvalidInput(_l("The shop must open before it closes."))
+    before = audit.snapshot(shop, "exchange_days", "exchange_weekdays", "opens_at", "closes_at")
     shop.exchange_days = parsed_days
     shop.exchange_weekdays = parsed_weekdays
     shop.opens_at = opens_at
     shop.closes_at = closes_at
     db.session.flush()
+    audit.record(
+        "shop.window",
+        actor,
+        shop,
+        summary=shop.name,
+        before=before,
+        after=audit.snapshot(shop, "exchange_days", "exchange_weekdays", "opens_at", "closes_at"),
+    )
     log.info(
         "user %s set the exchange window of shop %s: days %s weekdays %s hours %s-%s",
         actor.id,

@@ -30,7 +30,7 @@ from ..models import (
     VillagerGroup,
 )
 from ..timeutil import local_today
-from . import ledger
+from . import audit, ledger
 from .errors import Forbidden, InvalidInput
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,14 @@ def set_date(village: Village, actor: User, month, day, today: date | None = Non
     if not can_set(actor, village):
         raise Forbidden()
     month, day = _check_date(month, day)
+    audit.record(
+        "clearing.set_date",
+        actor,
+        village,
+        summary=village.name,
+        before={"month": village.clearing_month, "day": village.clearing_day},
+        after={"month": month, "day": day},
+    )
     before = (village.clearing_month, village.clearing_day)
     village.clearing_month, village.clearing_day = month, day
     if (month, day) != before:
@@ -168,6 +176,12 @@ def run(
             record.households += 1
             record.points += transfer.amount
     db.session.flush()
+    audit.record(
+        "clearing.run",
+        actor,
+        village,
+        summary=f"{village.name} {when}: {record.points} / {record.households}",
+    )
     log.info(
         "clearing of village %s for %s: %s points of %s households",
         village.id,

@@ -38,7 +38,7 @@ from ..models import (
     Village,
 )
 from ..timeutil import to_local, utcnow
-from . import monthly
+from . import audit, monthly
 from .errors import (
     AlreadyResolved,
     Forbidden,
@@ -311,6 +311,12 @@ def record(
     ]
     transfer, created = _insert(transfer, legs)
     if created:
+        audit.record(
+            f"{kind.value}.record",
+            recorded_by,
+            transfer,
+            summary=f"{household.name}: {transfer.signed_points:+d} {reason}",
+        )
         log.info(
             "user %s recorded %s %s of %s points for household %s",
             recorded_by.id,
@@ -353,6 +359,13 @@ def post(transfer: Transfer, approver: User) -> Transfer:
         return transfer  # a double tap while a second approval is awaited
     db.session.add(Approval(transfer_id=transfer.id, user_id=approver.id))
     db.session.flush()
+    audit.record(
+        "transfer.approve",
+        approver,
+        transfer,
+        summary=f"{transfer.household.name}: {transfer.signed_points:+d} {transfer.reason} "
+        f"({len(approvers) + 1}/{required_approvals(transfer)})",
+    )
     if len(approvers) + 1 < required_approvals(transfer):
         log.info("user %s approved transfer %s (first of two)", approver.id, transfer.id)
         return transfer
@@ -379,7 +392,14 @@ def auto_post(transfer: Transfer) -> Transfer:
     """
     if required_approvals(transfer) > 1:
         return transfer
-    return _post_pending(transfer, None)
+    posted = _post_pending(transfer, None)
+    audit.record(
+        "transfer.auto_post",
+        None,
+        transfer,
+        summary=f"{transfer.household.name}: {transfer.signed_points:+d} {transfer.reason}",
+    )
+    return posted
 
 
 def _post_pending(transfer: Transfer, approver: User | None) -> Transfer:
@@ -429,6 +449,12 @@ def void(transfer: Transfer, actor: User, reason: str) -> Transfer:
     db.session.refresh(transfer)
     if moved != 1:
         return _already(transfer, actor, TransferStatus.VOIDED)
+    audit.record(
+        "transfer.reject",
+        actor,
+        transfer,
+        summary=f"{transfer.household.name}: {transfer.signed_points:+d} {transfer.reason}; {reason}",
+    )
     log.info("user %s voided transfer %s: %s", actor.id, transfer.id, reason)
     return transfer
 
@@ -607,6 +633,14 @@ def reverse(transfer: Transfer, actor: User, reason: str, key: str) -> Transfer:
         _post_now(reversal, actor, _household_floors(reversal, allow_negative))
         monthly.count(transfer, -1)  # corrects the month of what it reverses
         db.session.expire(transfer, ["reversed_by"])  # so the link reads back at once
+        audit.record(
+            "transfer.reverse",
+            actor,
+            transfer,
+            summary=f"{transfer.household.name}: {reversal.signed_points:+d} ({transfer.reason}); "
+            f"{reason}",
+            after={"reversal_id": reversal.id},
+        )
         log.info("user %s reversed transfer %s by %s", actor.id, transfer.id, reversal.id)
     return reversal
 

@@ -37,7 +37,7 @@ from ..models import (
     VillagerGroup,
 )
 from ..timeutil import utcnow
-from . import awards, ledger
+from . import audit, awards, ledger
 from .errors import AlreadyResolved, Forbidden, InvalidInput
 
 log = logging.getLogger(__name__)
@@ -195,6 +195,7 @@ def open_round(
     )
     db.session.add(round_)
     db.session.flush()
+    audit.record("rating_round.open", opener, round_, summary=round_.title)
     log.info("user %s opened rating round %s in village %s", opener.id, round_.id, village.id)
     return round_
 
@@ -223,6 +224,7 @@ def close_round(round_: RatingRound, actor: User) -> RatingRound:
                 name=round_.closed_by.display_name if round_.closed_by else "",
             )
         )
+    audit.record("rating_round.close", actor, round_, summary=round_.title)
     log.info("user %s closed rating round %s", actor.id, round_.id)
     return round_
 
@@ -371,6 +373,14 @@ def rate(
     for photo in photos:
         photo.attach(rating=rating)
     db.session.flush()
+    audit.record(
+        "rating.rate",
+        inspector,
+        rating,
+        summary=f"{household.name}: {stars}★ ({round_.title})",
+        town_id=household.group.village.town_id,
+        village_id=household.group.village_id,
+    )
     log.info(
         "user %s rated household %s %s stars in round %s (%s points)",
         inspector.id,

@@ -40,7 +40,7 @@ from ..models import (
     User,
 )
 from ..timeutil import LOCAL_TZ, to_local, utcnow
-from . import catalogue, ledger
+from . import audit, catalogue, ledger
 from .errors import (
     AlreadyResolved,
     CardRevoked,
@@ -341,6 +341,14 @@ def checkout(
     redemption.transfer = transfer
     redemption.balance_after = ledger.balance_of(household).spendable
     db.session.flush()
+    audit.record(
+        "redemption.checkout",
+        clerk,
+        redemption,
+        summary=f"{household.name}: -{priced.total} {_reason(priced)}",
+        town_id=shop.town_id,
+        village_id=household.group.village_id,
+    )
     log.info(
         "clerk %s redeemed %s points for household %s at shop %s (redemption %s)",
         clerk.id,
@@ -505,6 +513,15 @@ def void(
         db.session.expire(line, ["voided_quantity"])
     for item_line in redemption.lines:
         db.session.expire(item_line.item, ["stock"])
+    audit.record(
+        "redemption.void",
+        actor,
+        redemption,
+        summary=f"{redemption.household.name}: +{record.points}; {reason}",
+        town_id=redemption.shop.town_id,
+        village_id=redemption.household.group.village_id,
+        after={"lines": {str(k): v for k, v in wanted.items()}},
+    )
     log.info(
         "user %s voided %s points of redemption %s: %s",
         actor.id,
@@ -716,6 +733,7 @@ def close_day(shop: Shop, day: date, actor: User) -> tuple[DayClosing, bool]:
         if existing is None:
             raise
         return existing, False
+    audit.record("day.close", actor, shop, summary=f"{shop.name} {day}", after=closing.figures)
     log.info("user %s closed day %s of shop %s", actor.id, day, shop.id)
     return closing, True
 

@@ -34,7 +34,7 @@ from ..models import (
     VillagerGroup,
 )
 from ..timeutil import local_today, utcnow
-from . import awards
+from . import audit, awards
 from .errors import DomainError, Forbidden, InvalidInput
 
 log = logging.getLogger(__name__)
@@ -217,6 +217,7 @@ def open_round(
     )
     db.session.add(round_)
     db.session.flush()
+    audit.record("inspection.open", opened_by, round_, summary=f"{group.name}: {round_.title}")
     log.info("user %s opened inspection round %s for group %s", opened_by.id, round_.id, group.id)
     return round_
 
@@ -353,6 +354,7 @@ def submit(
         db.session.add(mark)
     db.session.flush()
     db.session.refresh(round_)
+    audit.record("inspection.submit", submitted_by, round_, summary=f"{round_.title}: {len(plan)}")
     log.info("user %s submitted round %s: %s households", submitted_by.id, round_.id, len(plan))
     return round_, True
 

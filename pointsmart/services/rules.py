@@ -15,6 +15,7 @@ from .. import access
 from ..extensions import db
 from ..models import Category, LimitPeriod, Role, ScoringRule, Town, User, Village
 from ..timeutil import LOCAL_TZ
+from . import audit
 from .errors import Forbidden, InvalidInput, NotFound
 
 log = logging.getLogger(__name__)
@@ -152,6 +153,7 @@ def create(
     rule = ScoringRule(village=village, town=town, created_by=editor, **vars(data))
     db.session.add(rule)
     db.session.flush()
+    audit.record("rule.create", editor, rule, summary=f"{rule.name} {rule.points:+d}")
     log.info("user %s created rule %s %r", editor.id, rule.id, rule.name)
     return rule
 
@@ -205,6 +207,14 @@ def revise(rule: ScoringRule, data: RuleData, editor: User) -> ScoringRule:
     )
     db.session.add(new)
     db.session.flush()
+    audit.record(
+        "rule.revise",
+        editor,
+        new,
+        summary=f"{new.name} v{new.version}",
+        before=audit.snapshot(rule, "name", "points", "category", "limit_count", "limit_period"),
+        after=audit.snapshot(new, "name", "points", "category", "limit_count", "limit_period"),
+    )
     log.info("user %s revised rule %s as %s (v%s)", editor.id, rule.id, new.id, new.version)
     return new
 
@@ -223,6 +233,7 @@ def withdraw(rule: ScoringRule, editor: User) -> ScoringRule:
         return rule
     rule.is_current = False
     db.session.flush()
+    audit.record("rule.withdraw", editor, rule, summary=rule.name)
     log.info("user %s withdrew rule %s", editor.id, rule.id)
     return rule
 
@@ -251,6 +262,7 @@ def copy_templates(town: Town, village: Village, editor: User) -> list[ScoringRu
         db.session.add(rule)
         copied.append(rule)
     db.session.flush()
+    audit.record("rule.copy_templates", editor, village, summary=f"{village.name}: {len(copied)}")
     log.info("user %s copied %s templates into village %s", editor.id, len(copied), village.id)
     return copied
 

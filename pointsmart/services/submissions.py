@@ -42,7 +42,7 @@ from ..models import (
     VillagerGroup,
 )
 from ..timeutil import local_today, utcnow
-from . import awards, ledger
+from . import audit, awards, ledger
 from . import photos as photo_service
 from .errors import AlreadyResolved, Forbidden, IdempotencyConflict, InvalidInput
 
@@ -296,6 +296,7 @@ def verify_claim(claim: Claim, cadre: User, rule: ScoringRule, *, key: str) -> C
     if isinstance(result, Transfer):
         claim.transfer_id = result.id
     db.session.flush()
+    audit.record("claim.verify", cadre, claim, summary=f"{claim.household.name}: {rule.name}")
     log.info("user %s verified claim %s under rule %s", cadre.id, claim.id, rule.id)
     return claim
 
@@ -316,6 +317,7 @@ def reject_claim(claim: Claim, cadre: User, reason: str) -> Claim:
         Claim, claim, cadre, wanted, reject_reason=reason
     ):
         return _already(claim, cadre, wanted, claim.reject_reason == reason)
+    audit.record("claim.reject", cadre, claim, summary=f"{claim.household.name}: {reason}")
     log.info("user %s rejected claim %s: %s", cadre.id, claim.id, reason)
     return claim
 
@@ -392,6 +394,7 @@ def verify_report(
         if isinstance(deduction, Transfer):
             report.deduction_transfer_id = deduction.id
     db.session.flush()
+    audit.record("report.verify", cadre, report, summary=f"{report.what} ({report.location})")
     log.info(
         "user %s verified report %s (reward rule %s, offender %s)",
         cadre.id,
@@ -414,6 +417,7 @@ def reject_report(report: Report, cadre: User, reason: str) -> Report:
         Report, report, cadre, wanted, reject_reason=reason
     ):
         return _already(report, cadre, wanted, report.reject_reason == reason)
+    audit.record("report.reject", cadre, report, summary=f"{report.what}: {reason}")
     log.info("user %s rejected report %s: %s", cadre.id, report.id, reason)
     return report
 
