@@ -45,15 +45,41 @@ _TOKEN = re.compile(rf"[A-Z2-7]{{{TOKEN_LENGTH}}}")
 _CODE = re.compile(rf"[{CODE_ALPHABET}]{{{CODE_LENGTH}}}")
 
 
-def _new_token() -> str:
+def new_token() -> str:
+    """Return a fresh QR token: 16 random bytes in uppercase base32."""
     return base64.b32encode(secrets.token_bytes(16)).decode().rstrip("=")
+
+
+def new_code_unchecked() -> str:
+    """Return a random short code, not yet checked against the codes in use."""
+    return "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
 
 
 def _new_code() -> str:
     while True:
-        code = "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
+        code = new_code_unchecked()
         if db.session.scalar(sa.select(Card.id).where(Card.code == code)) is None:
             return code
+
+
+def insert_unique(rows: list[dict]) -> None:
+    """Insert many new cards at once, first redrawing any code already in use or drawn twice."""
+    for _ in range(10):
+        codes = [row["code"] for row in rows]
+        taken: set[str] = set()
+        for start in range(0, len(codes), 5000):  # stay under SQLite's bound-parameter limit
+            chunk = codes[start : start + 5000]
+            taken.update(db.session.scalars(sa.select(Card.code).where(Card.code.in_(chunk))))
+        seen: set[str] = set()
+        clashes = 0
+        for row in rows:
+            if row["code"] in taken or row["code"] in seen:
+                row["code"] = new_code_unchecked()
+                clashes += 1
+            seen.add(row["code"])
+        if not clashes:
+            break
+    db.session.execute(sa.insert(Card), rows)
 
 
 def current_card(household: Household) -> Card | None:
@@ -65,7 +91,7 @@ def current_card(household: Household) -> Card | None:
 
 def issue(household: Household, actor: User | None = None) -> Card:
     """Give a household without a card in force a new one; return it."""
-    card = Card(household=household, token=_new_token(), code=_new_code(), issued_by=actor)
+    card = Card(household=household, token=new_token(), code=_new_code(), issued_by=actor)
     db.session.add(card)
     db.session.flush()
     return card
