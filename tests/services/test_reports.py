@@ -21,7 +21,7 @@ def town(make):
     east, west = make.village(town, "东村"), make.village(town, "西村")
     g1, g2 = make.group(east, "一组"), make.group(west, "一组")
     a, b, c = make.household(g1), make.household(g1), make.household(g2)
-    idle = make.household(g1)  # earns nothing: lowers participation
+    make.household(g1)  # earns nothing: lowers participation
     cadre, committee = make.staff(Role.CADRE, east), make.staff(Role.COMMITTEE, east)
     west_cadre, west_committee = make.staff(Role.CADRE, west), make.staff(Role.COMMITTEE, west)
 
@@ -68,6 +68,7 @@ def town(make):
         "g1": g1,
         "cadre": cadre,
         "committee": committee,
+        "old_posted_at": old_posted_at,
     }
 
 
