@@ -64,6 +64,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     from .committee import bp as committee_bp
     from .main import bp as main_bp
     from .media import bp as media_bp
+    from .public import bp as public_bp
     from .villager import bp as villager_bp
 
     auth.init_app(app)
@@ -78,6 +79,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         clerk_bp,
         admin_bp,
         media_bp,
+        public_bp,
     ):
         app.register_blueprint(blueprint)
 

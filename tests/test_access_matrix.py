@@ -19,6 +19,9 @@ from tests.conftest import app_config, login
 LOGIN_PAGE = "login page"  # anonymous users get the form; logged-in users are sent home
 ANY_USER = "any user"  # every logged-in account, whatever its roles
 ANYONE = "anyone"  # logged in or not (log out, switch language)
+#: A public page: no login; every village's page is public, so 200 for everyone (a board
+#: under another village's URL is 404: tests/test_boards_pages.py).
+PUBLIC = "public"
 
 
 class Hidden(frozenset):
@@ -29,6 +32,7 @@ class Hidden(frozenset):
 #: A route missing here fails the matrix: whoever adds a route declares its audience.
 EXPECTED: dict[str, str | frozenset[Role]] = {
     "main.home": ANY_USER,
+    "main.rankings": ANY_USER,  # within the user's own places (tests/test_rankings_pages.py)
     "auth.login": LOGIN_PAGE,
     "auth.staff_login": LOGIN_PAGE,
     "auth.logout": ANYONE,
@@ -105,6 +109,19 @@ EXPECTED: dict[str, str | frozenset[Role]] = {
     "clerk.day_csv": frozenset({Role.CLERK, Role.ADMIN}),
     "clerk.close_day": frozenset({Role.CLERK}),
     "clerk.goods_photo": ANYONE,
+    # Notice boards: the committee publishes; the village's public pages need no login.
+    "committee.boards": frozenset({Role.COMMITTEE}),
+    "committee.preview_board": frozenset({Role.COMMITTEE}),
+    "committee.publish_board": frozenset({Role.COMMITTEE}),
+    "committee.publish_courtyard": frozenset({Role.COMMITTEE}),
+    "public.village": PUBLIC,
+    "public.board": PUBLIC,
+    # The villager's own pages; the display switch is for every browser, logged in or not; a
+    # household's paper statement is for its cadres and committee and the clerks serving it.
+    "villager.history": frozenset({Role.VILLAGER}),
+    "villager.shop": frozenset({Role.VILLAGER}),
+    "auth.display": ANYONE,
+    "main.statement": Hidden({Role.CADRE, Role.COMMITTEE, Role.CLERK}),
 }
 
 #: How to fill each URL argument from the objects of one place (see Place below).
@@ -126,7 +143,20 @@ ARGUMENTS = {
     "item_id": lambda place: shop_item(place).id,
     "redemption_id": lambda place: a_redemption(place).id,
     "goods_token": lambda place: shop_item(place).photo_token,
+    "board_id": lambda place: a_board(place).id,
 }
+
+
+def a_board(place):
+    """Return a published board of the place's village (the same one again)."""
+    from pointsmart.services import boards, rankings
+
+    board = next(iter(boards.published(place.village)), None)
+    if board is None:
+        month = rankings.this_month()
+        board = boards.publish_monthly(place.village, month, place.users[Role.COMMITTEE])
+        db.session.commit()
+    return board
 
 
 def shop_item(place):
@@ -317,6 +347,8 @@ def expected_outcome(access, method: str, rule, role: Role | None, where: str) -
     """
     if method not in rule.methods:
         return "405"
+    if access == PUBLIC:
+        return "public"
     if access == ANYONE:
         return "done"  # logging out answers everyone with the login page
     if role is None:
@@ -336,6 +368,7 @@ def matches(outcome: str, response) -> bool:
         # A page answers 200; an action, or "/" that only sends a user on, redirects.
         "ok": status == 200 or (status == 302 and not location.startswith("/login")),
         "done": status in (200, 302),
+        "public": status == 200,
         "login": status == 302 and location.startswith("/login"),
         "home": status == 302 and location == "/",
         "forbidden": status == 403,

@@ -1,4 +1,4 @@
-"""Login for villagers (phone + PIN) and staff (username + password), logout, language."""
+"""Login for villagers (phone + PIN) and staff (username + password), logout, language, display."""
 
 from __future__ import annotations
 
@@ -123,3 +123,37 @@ def language():
     if form.validate_on_submit() and chosen in current_app.config["LANGUAGES"]:
         session["locale"] = chosen
     return redirect(safe_next(request.form.get("next")) or url_for("main.home"))
+
+
+#: Large text and high contrast, per browser, kept for a year (and across logins).
+DISPLAY_COOKIE = "display"
+LARGE_DISPLAY = "large"
+DISPLAY_COOKIE_AGE = 365 * 24 * 3600
+
+
+@bp.app_context_processor
+def display_mode():
+    # Every page, logged in or not, puts the class on <html> and links large.css.
+    return {"large_display": request.cookies.get(DISPLAY_COOKIE) == LARGE_DISPLAY}
+
+
+@bp.post("/display")
+def display():
+    """Turn large text and high contrast on or off for this browser."""
+    form = EmptyForm()
+    response = redirect(safe_next(request.form.get("next")) or url_for("main.home"))
+    if not form.validate_on_submit():
+        return response
+    secure = current_app.config.get("SESSION_COOKIE_SECURE", False)
+    if request.form.get("mode") == LARGE_DISPLAY:
+        response.set_cookie(
+            DISPLAY_COOKIE,
+            LARGE_DISPLAY,
+            max_age=DISPLAY_COOKIE_AGE,
+            samesite="Lax",
+            secure=secure,
+            httponly=True,  # read by the server only
+        )
+    elif request.form.get("mode") == "normal":
+        response.delete_cookie(DISPLAY_COOKIE, samesite="Lax", secure=secure, httponly=True)
+    return response

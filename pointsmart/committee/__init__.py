@@ -510,4 +510,4 @@ def bulk():
 
 
 # Views of this audience in their own modules; imported last, they register on bp.
-from . import ratings, rules, settings  # noqa: E402, F401
+from . import boards, ratings, rules, settings  # noqa: E402, F401

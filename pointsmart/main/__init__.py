@@ -18,3 +18,7 @@ def home():
         if current_user.has_role(role):
             return redirect(url_for(endpoint))
     return render_template("main/no_role.html")
+
+
+# Views in their own modules; imported last, they register on bp.
+from . import rankings, statement  # noqa: E402, F401

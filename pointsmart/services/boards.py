@@ -32,7 +32,7 @@ from ..models import (
     VillagerGroup,
 )
 from ..timeutil import to_local
-from . import rankings
+from . import rankings, ratings
 from .errors import AlreadyResolved, Forbidden, InvalidInput
 
 log = logging.getLogger(__name__)
@@ -40,8 +40,8 @@ log = logging.getLogger(__name__)
 DEFAULT_SIZE = 10
 MAX_SIZE = 50
 MAX_NOTE_LENGTH = 300
-#: Courtyard results list households rated this many stars or more.
-STAR_HOUSEHOLD_MIN = 4
+#: Courtyard results list households rated this many stars or more (and confirmed).
+STAR_HOUSEHOLD_MIN = ratings.STAR_HOUSEHOLD_MIN_STARS
 
 
 def mask(name: str) -> str:
@@ -68,9 +68,11 @@ def _require_committee(actor: User, village: Village) -> None:
         raise Forbidden()
 
 
-def _size(value) -> int:
+def list_size(value) -> int:
+    """Return the list size a form asked for (None: the default). Raises InvalidInput."""
     text = str(value if value is not None else DEFAULT_SIZE).strip()
-    if not text.isdigit() or not 1 <= int(text) <= MAX_SIZE:
+    # isdecimal, not isdigit: int() refuses ² and ①, which isdigit lets through.
+    if not text.isdecimal() or not 1 <= int(text) <= MAX_SIZE:
         raise InvalidInput(
             _l("The list size must be a whole number from 1 to %(max)s.", max=MAX_SIZE)
         )
@@ -143,7 +145,10 @@ def monthly_content(village: Village, month: date, size: int) -> dict:
     }
 
 
-def _latest(village: Village, kind: BoardKind, *, period=None, rating_round=None) -> Board | None:
+def latest(
+    village: Village, kind: BoardKind, *, period: date | None = None, rating_round=None
+) -> Board | None:
+    """Return the newest version of a month's board or of a round's board, if published."""
     stmt = sa.select(Board).where(Board.village_id == village.id, Board.kind == kind)
     if rating_round is not None:
         stmt = stmt.where(Board.rating_round_id == rating_round.id)
@@ -161,7 +166,7 @@ def _publish(
     note: str | None,
     rating_round: RatingRound | None = None,
 ) -> Board:
-    previous = _latest(village, kind, period=period, rating_round=rating_round)
+    previous = latest(village, kind, period=period, rating_round=rating_round)
     note = (note or "").strip() or None
     if note is not None and len(note) > MAX_NOTE_LENGTH:
         raise InvalidInput(_l("The note may be at most %(max)s characters.", max=MAX_NOTE_LENGTH))
@@ -214,7 +219,7 @@ def publish_monthly(
     Raises Forbidden, InvalidInput, AlreadyResolved.
     """
     _require_committee(actor, village)
-    size = _size(size)
+    size = list_size(size)
     month = month.replace(day=1)
     if month > rankings.this_month():
         raise InvalidInput(_l("This month has not begun yet; nothing was published."))
@@ -224,17 +229,21 @@ def publish_monthly(
 
 
 def courtyard_content(rating_round: RatingRound) -> dict:
-    """Return the star households of a closed rating round (the snapshot to freeze)."""
+    """Return the star households of a closed rating round (the snapshot to freeze).
+
+    As the round's page lists them: a household whose award was rejected or still waits for
+    approval is not a star household (yet).
+    """
     rows = sorted(
         (
             {
-                "name": rating.household.name,
-                "group": rating.household.group.name,
-                "house_number": rating.household.house_number,
-                "stars": rating.stars,
+                "name": result.household.name,
+                "group": result.household.group.name,
+                "house_number": result.household.house_number,
+                "stars": result.stars,
             }
-            for rating in rating_round.ratings
-            if rating.stars >= STAR_HOUSEHOLD_MIN and rating.household.is_active
+            for result in ratings.star_households(rating_round)
+            if result.household.is_active
         ),
         key=lambda r: (-r["stars"], r["group"], len(r["house_number"]), r["house_number"]),
     )
@@ -267,6 +276,26 @@ def publish_courtyard(rating_round: RatingRound, actor: User, *, note: str | Non
         note,
         rating_round=rating_round,
     )
+
+
+def set_board_names(village: Village, editor: User, setting: BoardNames | str) -> Village:
+    """Set how the improvement list names households on boards published from now on.
+
+    Boards already published keep the names they were published with. Raises Forbidden,
+    InvalidInput.
+    """
+    _require_committee(editor, village)
+    try:
+        setting = BoardNames(setting)
+    except ValueError:
+        raise InvalidInput(
+            _l("Choose full names, masked names or the group only for the improvement list.")
+        ) from None
+    if village.board_names is not setting:
+        village.board_names = setting
+        db.session.flush()
+        log.info("user %s set board names of village %s to %s", editor.id, village.id, setting)
+    return village
 
 
 def published(village: Village, limit: int = 24) -> list[Board]:

@@ -2,9 +2,9 @@
 
 A household's points in a period are the honour points its posted awards and deductions
 brought in the months of the period (services.monthly), so spending never lowers a rank.
-Equal points share a rank (1, 2, 2, 4); within a tie households are listed by group and
-house number. Groups and villages are ranked by average points per household and by
-participation: the share of their households that earned anything in the period.
+Equal points share a rank (1, 2, 2, 4); within a tie households are listed by village (in a
+town), group and house number. Groups and villages are ranked by average points per household
+and by participation: the share of their households that earned anything in the period.
 """
 
 from __future__ import annotations
@@ -287,7 +287,7 @@ def households(
         .join(Village, VillagerGroup.village_id == Village.id)
         .outerjoin(sums, sums.c.household_id == Household.id)
         .where(scope.households_filter(), Household.is_active.is_(True))
-        .order_by(points.desc(), VillagerGroup.name, *_house_order())
+        .order_by(points.desc(), Village.name, VillagerGroup.name, *_house_order())
         .limit(limit)
         .offset(offset)
     )
@@ -329,13 +329,11 @@ def standing(household: Household, scope: Scope, period: Period) -> Standing:
         .select_from(sums)
         .where(sums.c.points > mine, sums.c.household_id.in_(active))
     )
-    if mine < 0:  # households without points this period are ahead of one with deductions
-        with_points = db.session.scalar(
-            sa.select(sa.func.count())
-            .select_from(sums)
-            .where(sums.c.points != 0, sums.c.household_id.in_(active))
+    if mine < 0:  # households with no record this period (0 points) are ahead too
+        with_records = db.session.scalar(
+            sa.select(sa.func.count()).select_from(sums).where(sums.c.household_id.in_(active))
         )
-        ahead += total - with_points
+        ahead += total - with_records
     return Standing(rank=ahead + 1, of=total, points=int(mine))
 
 

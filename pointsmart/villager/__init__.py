@@ -10,7 +10,7 @@ from sqlalchemy.orm import selectinload
 from ..auth import role_required
 from ..extensions import db
 from ..models import Household, Role, Transfer
-from ..services import ledger, photos
+from ..services import ledger, photos, rankings
 
 bp = Blueprint("villager", __name__, url_prefix="/me")
 
@@ -19,6 +19,19 @@ def my_household() -> Household:
     """Return the household of the logged-in villager."""
     grant = next(g for g in current_user.grants if g.role is Role.VILLAGER)
     return db.get_or_404(Household, grant.household_id)
+
+
+def month_ranks(household: Household) -> dict[str, rankings.Standing] | None:
+    """Return the household's points and rank this month in its group and village."""
+    if not household.is_active:
+        return None
+    period = rankings.month_period(rankings.this_month())
+    group = rankings.Scope(rankings.ScopeKind.GROUP, household.group)
+    village = rankings.Scope(rankings.ScopeKind.VILLAGE, household.group.village)
+    return {
+        "group": rankings.standing(household, group, period),
+        "village": rankings.standing(household, village, period),
+    }
 
 
 @bp.get("/")
@@ -41,14 +54,18 @@ def home():
             selectinload(Transfer.shop),
         )
     ).all()
+    balance = ledger.balance_of(household)
     return render_template(
         "villager/home.html",
         household=household,
-        balance=ledger.balance_of(household),
+        balance=balance,
         history=history,
         evidence=photos.evidence_for(history),
+        speech=spoken_summary(balance, history),
+        ranks=month_ranks(household),
     )
 
 
 # Views of this audience in their own modules; imported last, they register on bp.
-from . import card, submissions  # noqa: E402, F401
+from . import card, shop, submissions  # noqa: E402, F401
+from .history import spoken_summary  # noqa: E402  (importing it registers the history page too)
