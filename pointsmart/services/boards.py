@@ -32,7 +32,7 @@ from ..models import (
     VillagerGroup,
 )
 from ..timeutil import to_local
-from . import rankings, ratings
+from . import audit, rankings, ratings
 from .errors import AlreadyResolved, Forbidden, InvalidInput
 
 log = logging.getLogger(__name__)
@@ -200,6 +200,13 @@ def _publish(
         raise AlreadyResolved(
             _l("Someone else published this board a moment ago; check it before publishing again.")
         ) from None
+    audit.record(
+        "board.publish",
+        actor,
+        board,
+        summary=f"{village.name} {kind.value} {period:%Y-%m} v{board.version}"
+        + (f": {board.correction_note}" if board.correction_note else ""),
+    )
     log.info(
         "user %s published %s board %s v%s of village %s",
         actor.id,
@@ -294,6 +301,13 @@ def set_board_names(village: Village, editor: User, setting: BoardNames | str) -
     if village.board_names is not setting:
         village.board_names = setting
         db.session.flush()
+        audit.record(
+            "settings.board_names",
+            editor,
+            village,
+            summary=f"{village.name}: {setting.value}",
+            after={"board_names": setting.value},
+        )
         log.info("user %s set board names of village %s to %s", editor.id, village.id, setting)
     return village
 

@@ -385,9 +385,18 @@ def set_approval_settings(
                 two=two,
             )
         )
+    before = audit.snapshot(village, "auto_approve_max", "two_approver_min")
     village.auto_approve_max = auto
     village.two_approver_min = two
     db.session.flush()
+    audit.record(
+        "settings.approval",
+        editor,
+        village,
+        summary=village.name,
+        before=before,
+        after=audit.snapshot(village, "auto_approve_max", "two_approver_min"),
+    )
     log.info(
         "user %s set approval settings of village %s: auto up to %s, two above %s",
         editor.id,

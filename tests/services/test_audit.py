@@ -11,6 +11,7 @@ from sqlalchemy.exc import DBAPIError
 from pointsmart.extensions import db
 from pointsmart.models import AuditEntry, Category, Role, TransferKind
 from pointsmart.services import (
+    boards,
     cards,
     catalogue,
     clearing,
@@ -21,6 +22,7 @@ from pointsmart.services import (
     rules,
     submissions,
 )
+from pointsmart.services.rankings import this_month
 
 
 @pytest.fixture
@@ -108,6 +110,11 @@ ACTIONS = {
         w["village"], title="春季", opener=w["committee"]
     ),
     "inspection.open": lambda w: rounds.open_round(w["group"], w["cadre"], "巡查"),
+    "board.publish": lambda w: boards.publish_monthly(w["village"], this_month(), w["committee"]),
+    "settings.board_names": lambda w: boards.set_board_names(w["village"], w["committee"], "full"),
+    "settings.approval": lambda w: rules.set_approval_settings(
+        w["village"], w["committee"], auto_approve_max=5, two_approver_min=20
+    ),
     "claim.reject": lambda w: submissions.reject_claim(
         submissions.submit_claim(w["villager"], "打扫", key="a-c"), w["cadre"], "不属实"
     ),
