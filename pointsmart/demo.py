@@ -14,9 +14,9 @@ from flask import current_app
 
 from .extensions import db
 from .models import Category, LimitPeriod, Role, Town, TransferKind
-from .services import accounts, catalogue, ledger, monthly, places, redemptions, rules
+from .services import accounts, boards, catalogue, ledger, monthly, places, redemptions, rules
 from .services.rules import RuleData
-from .timeutil import utcnow
+from .timeutil import local_today, utcnow
 
 CREDENTIALS_FILE = "demo-accounts.txt"
 
@@ -84,6 +84,7 @@ def load_demo(seed: int = 2026) -> list[str]:
     for template in TEMPLATES:
         rules.create(replace(template), admin, town=town)
     now = utcnow()
+    committees = []
     phone_seq = iter(range(13800000001, 13899999999))
     for v_index, (village_name, group_names, households) in enumerate(VILLAGES, start=1):
         # One village asks for two approvers on large awards, as some committees do.
@@ -124,7 +125,12 @@ def load_demo(seed: int = 2026) -> list[str]:
                     f"{head}（{village_name}{group.name}，PIN）"
                 )
             _history(rng, household, cadre, approvers, clerk, shop, goods, now, awards, deductions)
+        committees.append((village, approvers[0]))
     monthly.rebuild()  # the history was back-dated after posting
+    # Last month's red and black list is on every village's public page.
+    last_month = (local_today().replace(day=1) - timedelta(days=1)).replace(day=1)
+    for village, member in committees:
+        boards.publish_monthly(village, last_month, member)
     db.session.commit()
     _save(lines)
     return lines
