@@ -430,7 +430,10 @@ def test_bad_input_answers_400_with_a_clear_message_and_the_chooser(app, world):
 
 def test_bad_input_is_explained_in_the_users_language(app, world):
     client = app.test_client()
-    for query, message in bad_inputs(world)[:3]:
+    # Messages that are whole catalogue entries (composed ones are checked in English above).
+    whole = [(q, m) for q, m in bad_inputs(world) if translated(app, m, "zh_CN") != m]
+    assert len(whole) >= 3
+    for query, message in whole[:3]:
         response = open_as(client, world["users"]["villager"], f"/rankings?{query}", "zh_CN")
         assert response.status_code == 400
         page = page_text(response)

@@ -474,9 +474,10 @@ def test_parse_period_reads_good_arguments(app):
     ],
 )
 def test_parse_period_refuses_bad_arguments_saying_what_is_wrong(app, args, says):
-    with force_locale("en"), pytest.raises(InvalidInput) as refused:
-        rankings.parse_period(args)
-    assert says in str(refused.value.message)
+    with force_locale("en"):
+        with pytest.raises(InvalidInput) as refused:
+            rankings.parse_period(args)
+        assert says in str(refused.value.message)
 
 
 def test_parse_period_refuses_a_period_that_has_not_begun(app):
@@ -486,9 +487,10 @@ def test_parse_period_refuses_a_period_that_has_not_begun(app):
         {"period": "year", "year": str(rankings.this_month().year + 1)},
         {"period": "custom", "from": f"{next_month:%Y-%m}", "to": f"{next_month:%Y-%m}"},
     ):
-        with force_locale("en"), pytest.raises(InvalidInput) as refused:
-            rankings.parse_period(args)
-        assert "has not begun yet" in str(refused.value.message)
+        with force_locale("en"):
+            with pytest.raises(InvalidInput) as refused:
+                rankings.parse_period(args)
+            assert "has not begun yet" in str(refused.value.message)
 
 
 def test_scope_of_refuses_unknown_kinds_and_places(east):
