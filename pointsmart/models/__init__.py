@@ -1,5 +1,6 @@
 """Typed SQLAlchemy models, one module per area."""
 
+from .api import ApiRequest, ApiToken
 from .audit import AuditEntry
 from .boards import Board, BoardKind, HouseholdMonth
 from .cards import Card
@@ -43,6 +44,8 @@ from .submissions import Claim, Report, SubmissionStatus
 from .users import LoginSession, Role, RoleGrant, User
 
 __all__ = [
+    "ApiRequest",
+    "ApiToken",
     "AuditEntry",
     "Board",
     "BoardKind",
