@@ -83,6 +83,10 @@ def create_app(test_config: dict | None = None) -> Flask:
     ):
         app.register_blueprint(blueprint)
 
+    from .api import init_app as init_api
+
+    init_api(app)
+
     from .cli import register_commands
 
     register_commands(app)
@@ -133,6 +137,12 @@ def _configure_secret_key(app: Flask, generate: bool) -> None:
 def _select_locale() -> str:
     from flask import current_app
 
+    from .api import is_api_request
+
+    if request and is_api_request():
+        # API callers choose by Accept-Language; Chinese unless they ask for English.
+        best = request.accept_languages.best_match(["zh-CN", "zh", "en"])
+        return "en" if best == "en" else current_app.config["BABEL_DEFAULT_LOCALE"]
     chosen = session.get("locale") if request else None
     if chosen in current_app.config["LANGUAGES"]:
         return chosen

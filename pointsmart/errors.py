@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, current_app, jsonify, render_template, request
+from flask import Flask, current_app, render_template, request
 from flask_babel import gettext as _
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -15,19 +15,25 @@ log = logging.getLogger(__name__)
 
 
 def _wants_json() -> bool:
-    return request.blueprint == "api" or request.accept_mimetypes.best == "application/json"
+    from .api import is_api_request
+
+    return is_api_request() or request.accept_mimetypes.best == "application/json"
 
 
-def _render(status: int, title: str, message: str):
+def _render(status: int, title: str, message: str, code: str | None = None, details=None):
     db.session.rollback()
     if _wants_json():
-        return jsonify(error={"code": str(status), "message": message}), status
+        from .api import envelope
+
+        return envelope(status, message, code, details)
     return render_template("error.html", title=title, message=message), status
 
 
 def init_app(app: Flask) -> None:
     @app.errorhandler(400)
     def bad_request(error):
+        if _wants_json():
+            return _render(400, _("Bad request"), _("The request could not be read: send valid JSON."))
         return _render(
             400, _("Bad request"), _("The form was incomplete or had expired. Please try again.")
         )
@@ -71,7 +77,29 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(DomainError)
     def domain_error(error: DomainError):
-        return _render(error.status, _("Cannot do this"), str(error.message))
+        return _render(error.status, _("Cannot do this"), str(error.message), error.code)
+
+    from .api import ApiError
+
+    @app.errorhandler(ApiError)
+    def api_error(error: ApiError):
+        return _render(error.status, _("Cannot do this"), str(error.message), error.code, error.details)
+
+    @app.errorhandler(422)
+    def unprocessable(error):
+        # webargs (API bodies and query strings) refuses input with 422 and the field messages.
+        messages = getattr(error, "data", {}).get("messages")
+        return _render(
+            422,
+            _("Bad request"),
+            _("Some values are missing or not valid; see the details."),
+            "invalid_input",
+            messages,
+        )
+
+    @app.errorhandler(415)
+    def unsupported(error):
+        return _render(415, _("Bad request"), _("Send the request body as JSON."))
 
     @app.errorhandler(OperationalError)
     @app.errorhandler(DBAPIError)

@@ -33,7 +33,9 @@ def role_required(*roles: Role):
         def wrapped(*args, **kwargs):
             if not current_user.is_authenticated:
                 wants_json = request.accept_mimetypes.best == "application/json"
-                if request.blueprint == "api" or wants_json:
+                from ..api import is_api_request
+
+                if is_api_request() or wants_json:
                     return jsonify(error={"code": "unauthenticated"}), 401
                 return login_manager.unauthorized()
             if roles and not (current_user.roles & set(roles)):
