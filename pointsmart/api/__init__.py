@@ -278,7 +278,7 @@ def page_of(items: list, page: int, per_page: int, total: int) -> dict:
 def init_app(app: Flask) -> None:
     """Bind the API and its OpenAPI document to the app; register the API blueprints."""
     from ..extensions import csrf
-    from . import docs, households, shop, work
+    from . import community, docs, households, shop, work
 
     app.config.setdefault("API_TITLE", "PointSmart API")
     app.config.setdefault("API_VERSION", "v1")
@@ -289,7 +289,7 @@ def init_app(app: Flask) -> None:
     api.spec.components.security_scheme(
         "bearerAuth", {"type": "http", "scheme": "bearer", "description": "An API token (ps_…)"}
     )
-    for module in (households, shop, work):
+    for module in (households, shop, work, community):
         csrf.exempt(module.blp)  # bearer tokens are not sent by browsers on their own
         api.register_blueprint(module.blp)
     docs.finish_spec(api)

@@ -203,3 +203,117 @@ class AwardResult(Schema):
 
 class RejectRequest(Schema):
     reason = fields.String(required=True, validate=validate.Length(1, 200))
+
+
+# --- claims and reports ----------------------------------------------------------------------------
+
+
+class ClaimRequest(Schema):
+    description = fields.String(required=True, validate=validate.Length(1, 500))
+    rule_id = fields.Integer(validate=validate.Range(1, 2**62))
+
+
+class Claim(Schema):
+    id = fields.Integer(required=True)
+    household_id = fields.Integer(required=True)
+    description = fields.String(required=True)
+    status = fields.String(required=True, metadata={"enum": ["submitted", "verified", "rejected"]})
+    reject_reason = fields.String(allow_none=True)
+    transfer_id = fields.Integer(allow_none=True)
+    created_at = LocalDateTime(required=True)
+
+
+ClaimPage = page_schema(Claim, "ClaimPage")
+
+
+class ReportRequest(Schema):
+    what = fields.String(required=True, validate=validate.Length(1, 500))
+    where = fields.String(required=True, validate=validate.Length(1, 100))
+    anonymous = fields.Boolean(load_default=False)
+
+
+class Report(Schema):
+    id = fields.Integer(required=True)
+    village_id = fields.Integer(required=True)
+    what = fields.String(required=True)
+    location = fields.String(required=True)
+    anonymous = fields.Boolean(required=True)
+    status = fields.String(required=True, metadata={"enum": ["submitted", "verified", "rejected"]})
+    reject_reason = fields.String(allow_none=True)
+    created_at = LocalDateTime(required=True)
+
+
+ReportPage = page_schema(Report, "ReportPage")
+
+
+# --- rankings, boards and totals -------------------------------------------------------------------
+
+
+class PeriodQuery(Schema):
+    period = fields.String(validate=validate.OneOf(["month", "quarter", "year", "custom"]))
+    month = fields.String(validate=validate.Length(1, 10))
+    year = fields.String(validate=validate.Length(1, 10))
+    quarter = fields.String(validate=validate.Length(1, 2))
+    # "from" is a Python keyword: the query parameter keeps its name through data_key.
+    start = fields.String(data_key="from", validate=validate.Length(1, 10))
+    to = fields.String(validate=validate.Length(1, 10))
+
+
+class RankingQuery(PeriodQuery, PageQuery):
+    scope = fields.String(required=True, validate=validate.OneOf(["group", "village", "town"]))
+    id = fields.Integer(required=True, validate=validate.Range(1, 2**62))
+
+
+class PeriodOut(Schema):
+    kind = fields.String(required=True)
+    start = fields.String(required=True, metadata={"description": "First month, YYYY-MM"})
+    end = fields.String(required=True, metadata={"description": "Last month, YYYY-MM"})
+    label = fields.String(required=True)
+
+
+class RankingRow(Schema):
+    rank = fields.Integer(required=True)
+    household_id = fields.Integer(required=True)
+    name = fields.String(required=True)
+    house_number = fields.String(required=True)
+    group = fields.String(required=True)
+    village = fields.String(required=True)
+    points = fields.Integer(required=True)
+    awarded = fields.Integer(required=True)
+    deducted = fields.Integer(required=True)
+
+
+class RankingPage(Paged):
+    items = fields.List(fields.Nested(RankingRow), required=True)
+    period = fields.Nested(PeriodOut, required=True)
+    scope = fields.String(required=True)
+    scope_id = fields.Integer(required=True)
+    tie_rule = fields.String(required=True)
+
+
+class Board(Schema):
+    id = fields.Integer(required=True)
+    village_id = fields.Integer(required=True)
+    kind = fields.String(required=True, metadata={"enum": ["monthly", "courtyard"]})
+    period = fields.String(required=True)
+    version = fields.Integer(required=True)
+    corrects_id = fields.Integer(allow_none=True)
+    correction_note = fields.String(allow_none=True)
+    published_at = LocalDateTime(required=True)
+    content = fields.Dict(required=True, metadata={"description": "The frozen snapshot"})
+
+
+BoardPage = page_schema(Board, "BoardPage")
+
+
+class MonthTotals(Schema):
+    month = fields.String(required=True, metadata={"description": "YYYY-MM"})
+    issued = fields.Integer(required=True)
+    deducted = fields.Integer(required=True)
+    redeemed = fields.Integer(required=True)
+
+
+class Totals(Schema):
+    village_id = fields.Integer(required=True)
+    period = fields.Nested(PeriodOut, required=True)
+    items = fields.List(fields.Nested(MonthTotals), required=True)
