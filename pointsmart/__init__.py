@@ -9,8 +9,18 @@ from pathlib import Path
 from flask import Flask, request, session
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
+from werkzeug.routing import IntegerConverter
 
 from .config import DefaultConfig
+
+
+class RowIdConverter(IntegerConverter):
+    """An <int:…> URL part that fits a database id (1 to 2**31 − 1)."""
+
+    def __init__(self, map, **kwargs):
+        kwargs.setdefault("max", 2**31 - 1)
+        super().__init__(map, **kwargs)
+        self.regex = r"\d{1,10}"
 
 
 class ConfigError(RuntimeError):
@@ -45,6 +55,10 @@ def create_app(test_config: dict | None = None) -> Flask:
     _configure_secret_key(app, generate=test_config is None)
     # Module loggers propagate to the app logger, which Flask gives a stderr handler.
     app.logger.setLevel(app.config.get("LOG_LEVEL", "INFO"))
+
+    # <int:…> ids stop at the database's 32-bit INTEGER: a larger number matches no route (404)
+    # instead of failing inside the database.
+    app.url_map.converters["int"] = RowIdConverter
 
     from . import models  # noqa: F401  (register the tables)
     from .extensions import babel, csrf, db, limiter, login_manager, migrate
