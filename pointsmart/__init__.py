@@ -70,7 +70,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     babel.init_app(app, locale_selector=_select_locale, timezone_selector=lambda: "Asia/Shanghai")
     login_manager.init_app(app)
 
-    from . import auth, errors, templating
+    from . import auth, errors, security, templating
     from .admin import bp as admin_bp
     from .auth.views import bp as auth_bp
     from .cadre import bp as cadre_bp
@@ -84,6 +84,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     auth.init_app(app)
     templating.init_app(app)
     errors.init_app(app)
+    security.init_app(app)
     for blueprint in (
         main_bp,
         auth_bp,

@@ -31,6 +31,11 @@ class DefaultConfig:
     PHOTO_MAX_BYTES = 8 * 1024 * 1024
     MAX_CONTENT_LENGTH = 40 * 1024 * 1024
 
+    #: Sent as Strict-Transport-Security on HTTPS requests (0: never).
+    HSTS_SECONDS = 31_536_000
+    #: Trust one reverse proxy's X-Forwarded-For/-Proto/-Host (set True behind nginx).
+    PROXY_FIX = False
+
     #: Shared store for login rate limits; use redis://… when several workers serve.
     RATELIMIT_STORAGE_URI = "memory://"
     RATELIMIT_HEADERS_ENABLED = True
