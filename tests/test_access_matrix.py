@@ -71,12 +71,43 @@ EXPECTED: dict[str, str | frozenset[Role]] = {
     "committee.edit_rule": frozenset({Role.COMMITTEE}),
     "committee.withdraw_rule": frozenset({Role.COMMITTEE}),
     "committee.copy_rule_templates": frozenset({Role.COMMITTEE}),
-    "committee.approval_settings": frozenset({Role.COMMITTEE}),
+    # A village's settings: its committee and its town's administrators (never cadres).
+    "committee.approval_settings": frozenset({Role.COMMITTEE, Role.ADMIN}),
+    "committee.clearing_date": frozenset({Role.COMMITTEE, Role.ADMIN}),
+    "committee.run_clearing": frozenset({Role.COMMITTEE, Role.ADMIN}),
     "admin.rule_templates": frozenset({Role.ADMIN}),
     "admin.new_rule_template": frozenset({Role.ADMIN}),
     "admin.rule_template": frozenset({Role.ADMIN}),
     "admin.edit_rule_template": frozenset({Role.ADMIN}),
     "admin.withdraw_rule_template": frozenset({Role.ADMIN}),
+    # The town's villages, groups, households' logins, shops and staff accounts.
+    "admin.villages": frozenset({Role.ADMIN}),
+    "admin.new_village": frozenset({Role.ADMIN}),
+    "admin.village": frozenset({Role.ADMIN}),
+    "admin.rename_village": frozenset({Role.ADMIN}),
+    "admin.new_group": frozenset({Role.ADMIN}),
+    "admin.group": frozenset({Role.ADMIN}),
+    "admin.rename_group": frozenset({Role.ADMIN}),
+    "admin.household": frozenset({Role.ADMIN}),
+    "admin.create_login": frozenset({Role.ADMIN}),
+    "admin.reset_pin": frozenset({Role.ADMIN}),
+    "admin.shops": frozenset({Role.ADMIN}),
+    "admin.new_shop": frozenset({Role.ADMIN}),
+    "admin.deactivate_shop": frozenset({Role.ADMIN}),
+    "admin.activate_shop": frozenset({Role.ADMIN}),
+    "admin.staff": frozenset({Role.ADMIN}),
+    "admin.new_staff": frozenset({Role.ADMIN}),
+    "admin.staff_account": frozenset({Role.ADMIN}),
+    "admin.add_grant": frozenset({Role.ADMIN}),
+    "admin.remove_grant": frozenset({Role.ADMIN}),
+    "admin.deactivate_staff": frozenset({Role.ADMIN}),
+    "admin.reactivate_staff": frozenset({Role.ADMIN}),
+    "admin.reset_password": frozenset({Role.ADMIN}),
+    # Roster import and export: the town's administrators, for the villages of their town.
+    "admin.roster": frozenset({Role.ADMIN}),
+    "admin.roster_preview": frozenset({Role.ADMIN}),
+    "admin.roster_import": frozenset({Role.ADMIN}),
+    "admin.roster_export": frozenset({Role.ADMIN}),
     "cadre.household": frozenset({Role.CADRE, Role.COMMITTEE}),
     "cadre.rounds_list": frozenset({Role.CADRE, Role.COMMITTEE}),
     "cadre.new_round": frozenset({Role.CADRE, Role.COMMITTEE}),
@@ -122,6 +153,14 @@ EXPECTED: dict[str, str | frozenset[Role]] = {
     "villager.shop": frozenset({Role.VILLAGER}),
     "auth.display": ANYONE,
     "main.statement": Hidden({Role.CADRE, Role.COMMITTEE, Role.CLERK}),
+    # Reports: a town's administrators (the town and everything in it) and a village's
+    # committee (the village and its groups); the audit log: administrators, read only.
+    "admin.reports": frozenset({Role.ADMIN, Role.COMMITTEE}),
+    "admin.reports_xlsx": frozenset({Role.ADMIN, Role.COMMITTEE}),
+    "admin.reports_csv": frozenset({Role.ADMIN, Role.COMMITTEE}),
+    "admin.audit": frozenset({Role.ADMIN}),
+    "admin.audit_xlsx": frozenset({Role.ADMIN}),
+    "admin.audit_csv": frozenset({Role.ADMIN}),
 }
 
 #: How to fill each URL argument from the objects of one place (see Place below).
@@ -144,6 +183,8 @@ ARGUMENTS = {
     "redemption_id": lambda place: a_redemption(place).id,
     "goods_token": lambda place: shop_item(place).photo_token,
     "board_id": lambda place: a_board(place).id,
+    "user_id": lambda place: place.users[Role.CADRE].id,
+    "grant_id": lambda place: place.users[Role.CADRE].grants[0].id,
 }
 
 

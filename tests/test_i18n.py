@@ -85,7 +85,14 @@ def test_committed_mo_matches_the_po(tmp_path):
 
     def messages(path: Path) -> dict:
         with open(path, "rb") as fh:
-            return {m.id: m.string for m in read_mo(fh) if m.id}
+            # Plural entries read back with list ids and strings.
+            return {
+                tuple(m.id) if isinstance(m.id, list) else m.id: (
+                    tuple(m.string) if isinstance(m.string, list) else m.string
+                )
+                for m in read_mo(fh)
+                if m.id
+            }
 
     committed = messages(ZH_DIR / "messages.mo")
     assert committed == messages(fresh), "run scripts/translations.sh update to recompile"

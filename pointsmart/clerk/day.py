@@ -23,6 +23,7 @@ from ..extensions import db
 from ..models import Role, Shop
 from ..services import redemptions
 from ..services.errors import DomainError
+from ..spreadsheets import safe_rows
 from ..timeutil import local_today
 from . import bp, managed_shop_or_404
 
@@ -167,17 +168,6 @@ def _rows(summary: redemptions.DaySummary) -> tuple[list[list], list[list], list
     return totals, items, lines
 
 
-def _cell(value):
-    """Return a value safe for a spreadsheet: text that looks like a formula stays text."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return value
-
-
-def _safe(rows: list[list]) -> list[list]:
-    return [[_cell(v) for v in row] for row in rows]
-
-
 def _filename(shop: Shop, day_: date, suffix: str) -> str:
     return f"shop-{shop.id}-{day_.isoformat()}.{suffix}"
 
@@ -198,7 +188,7 @@ def day_xlsx(shop_id: int):
     ):
         ws = book.active if sheet == 0 else book.create_sheet()
         ws.title = title
-        for row in _safe(rows):
+        for row in safe_rows(rows):
             ws.append(row)
         for cell in ws[1]:
             cell.font = Font(bold=True)
@@ -228,7 +218,7 @@ def day_csv(shop_id: int):
     out = io.StringIO()
     writer = csv.writer(out)
     for table in (totals, items, lines):
-        writer.writerows(_safe(table))
+        writer.writerows(safe_rows(table))
         writer.writerow([])
     return Response(
         "\ufeff" + out.getvalue(),

@@ -82,12 +82,17 @@ def check_password(password: str) -> str:
     return password
 
 
+def fits(role: Role, place) -> bool:
+    """Return whether a role can be held over this kind of place (a clerk over a shop…)."""
+    return isinstance(place, _SCOPES[role])
+
+
 def grant(user: User, role: Role, place) -> RoleGrant:
     """Give a user a role over a place of the right kind.
 
     Raises InvalidInput when the place does not fit the role.
     """
-    if not isinstance(place, _SCOPES[role]):
+    if not fits(role, place):
         raise InvalidInput(_l("This role cannot be given for that place."))
     role_grant = RoleGrant(role=role, **{_COLUMN[type(place)]: place})
     user.grants.append(role_grant)

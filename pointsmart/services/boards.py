@@ -288,10 +288,11 @@ def publish_courtyard(rating_round: RatingRound, actor: User, *, note: str | Non
 def set_board_names(village: Village, editor: User, setting: BoardNames | str) -> Village:
     """Set how the improvement list names households on boards published from now on.
 
-    Boards already published keep the names they were published with. Raises Forbidden,
-    InvalidInput.
+    Boards already published keep the names they were published with. The village's
+    committee or the town's administrators set it. Raises Forbidden, InvalidInput.
     """
-    _require_committee(editor, village)
+    if not access.covers_village(editor, village, (Role.COMMITTEE, Role.ADMIN)):
+        raise Forbidden()
     try:
         setting = BoardNames(setting)
     except ValueError:

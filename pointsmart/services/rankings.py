@@ -80,8 +80,8 @@ class Period:
             return _("Year %(year)s", year=self.start.year)
         return _(
             "%(start)s to %(end)s",
-            start=f"{self.start:%Y-%m}",
-            end=f"{self.end:%Y-%m}",
+            start=self.start.strftime("%Y-%m"),
+            end=self.end.strftime("%Y-%m"),
         )
 
     def args(self) -> dict[str, str]:

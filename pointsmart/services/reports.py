@@ -8,7 +8,6 @@ outstanding points and stock are as they stand now. Screen, .xlsx and .csv all r
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 
@@ -35,7 +34,7 @@ from ..models import (
     Village,
     VillagerGroup,
 )
-from ..timeutil import LOCAL_TZ, to_local
+from ..timeutil import LOCAL_TZ
 from .rankings import Period, Scope, ScopeKind, _add_months, count_households, this_month
 
 
@@ -159,21 +158,39 @@ def _months_filter(scope: Scope):
 
 
 def _redeemed_by_month(scope: Scope, start_month: date, end_month: date) -> dict[date, int]:
-    start = datetime.combine(start_month, time.min, tzinfo=LOCAL_TZ)
-    end = datetime.combine(_add_months(end_month, 1), time.min, tzinfo=LOCAL_TZ)
-    totals: dict[date, int] = defaultdict(int)
-    for kind, amount, posted_at in db.session.execute(
-        sa.select(Transfer.kind, Transfer.amount, Transfer.posted_at).where(
+    """Return each month's redeemed points net of refunds, summed by the database.
+
+    One row of per-month sums (a CASE per month, portable to SQLite): fetching every
+    redemption to bucket it in Python took half a second for a 12,000-household town.
+    """
+    months = [start_month]
+    while months[-1] < end_month:
+        months.append(_add_months(months[-1], 1))
+    bounds = [
+        datetime.combine(m, time.min, tzinfo=LOCAL_TZ) for m in [*months, _add_months(end_month, 1)]
+    ]
+    signed = sa.case(
+        (Transfer.kind == TransferKind.REDEMPTION, Transfer.amount), else_=-Transfer.amount
+    )
+    sums = [
+        sa.func.coalesce(
+            sa.func.sum(
+                sa.case((sa.and_(Transfer.posted_at >= low, Transfer.posted_at < high), signed))
+            ),
+            0,
+        )
+        for low, high in zip(bounds, bounds[1:], strict=False)
+    ]
+    row = db.session.execute(
+        sa.select(*sums).where(
             _in_scope(Transfer, scope),
             Transfer.kind.in_([TransferKind.REDEMPTION, TransferKind.REFUND]),
             Transfer.status == TransferStatus.POSTED,
-            Transfer.posted_at >= start,
-            Transfer.posted_at < end,
+            Transfer.posted_at >= bounds[0],
+            Transfer.posted_at < bounds[-1],
         )
-    ):
-        month = to_local(posted_at).date().replace(day=1)
-        totals[month] += amount if kind is TransferKind.REDEMPTION else -amount
-    return totals
+    ).one()
+    return {month: int(total) for month, total in zip(months, row, strict=True) if total}
 
 
 def _trend(scope: Scope, period: Period) -> list[tuple[date, int, int, int]]:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 from flask_babel import lazy_gettext as _l
 from openpyxl import Workbook, load_workbook
+from sqlalchemy.orm.attributes import set_committed_value
 
 from .. import access
 from ..extensions import db
@@ -41,6 +42,8 @@ from ..models import (
     Village,
     VillagerGroup,
 )
+from ..spreadsheets import FORMULA_STARTS
+from ..spreadsheets import safe_rows as _safe_rows
 from . import audit, cards
 from .accounts import PHONE_RE, normalize_phone
 from .errors import Forbidden, InvalidInput
@@ -66,15 +69,23 @@ _HEADER_OF = {name: field_ for field_, names in HEADERS.items() for name in name
 EXPORT_HEADER = ["组", "门牌号", "户主", "姓名", "与户主关系", "电话", "身份证后四位"]
 
 
+_INVISIBLE = re.compile(r"[\u200b-\u200f\ufeff]")  # zero-width marks pasted from the web
+_SPACES = re.compile(r"\s+")
+
+
 def clean(value) -> str:
     """Return a cell as tidy text: full-width forms folded, spaces trimmed, 12.0 → 12."""
     if value is None:
         return ""
     if isinstance(value, float) and value.is_integer():
         value = int(value)
+    if isinstance(value, int):
+        return str(value)  # a number cell: nothing to fold or trim (a third of a roster)
     text = unicodedata.normalize("NFKC", str(value))
-    text = re.sub(r"[\u200b-\u200f\ufeff]", "", text)  # zero-width marks pasted from the web
-    return re.sub(r"\s+", " ", text).strip()
+    text = _SPACES.sub(" ", _INVISIBLE.sub("", text)).strip()
+    if text[:1] == "'" and text[1:2] in FORMULA_STARTS:
+        text = text[1:]  # the quote our export puts before text that looks like a formula
+    return text
 
 
 def _header_key(text: str) -> str | None:
@@ -254,15 +265,16 @@ def plan(village: Village, rows: list[Row]) -> Plan:
     }
     members_of: dict[int, list[Member]] = defaultdict(list)
     for member in db.session.scalars(
-        sa.select(Member).where(Member.household_id.in_([h.id for h in existing.values()]))
+        sa.select(Member)
+        .join(Household, Member.household_id == Household.id)
+        .join(VillagerGroup, Household.group_id == VillagerGroup.id)
+        .where(VillagerGroup.village_id == village.id)
+        .order_by(Member.is_head.desc(), Member.id)
     ):
         members_of[member.household_id].append(member)
-    phones_taken = {
-        phone: household_id
-        for phone, household_id in db.session.execute(
-            sa.select(Member.phone, Member.household_id).where(Member.phone.is_not(None))
-        )
-    }
+    for household in existing.values():
+        # Fill each household's members collection: updating them then needs no query each.
+        set_committed_value(household, "members", members_of[household.id])
 
     reports: list[RowReport] = []
     by_household: dict[tuple[str, str], list[tuple[Row, RowReport]]] = defaultdict(list)
@@ -296,6 +308,7 @@ def plan(village: Village, rows: list[Row]) -> Plan:
         reports.append(report)
         by_household[(row.group, row.house_number)].append((row, report))
 
+    phones_taken = _phone_owners({r.phone for r in rows if PHONE_RE.match(r.phone)})
     plans: list[HouseholdPlan] = []
     phones_in_file: dict[str, tuple[str, str]] = {}
     for (group_name, house_number), entries in by_household.items():
@@ -397,6 +410,20 @@ def plan(village: Village, rows: list[Row]) -> Plan:
     return Plan(village, reports, plans, untouched)
 
 
+def _phone_owners(phones: set[str]) -> dict[str, int]:
+    """Return the household of each of these phones that a member already has."""
+    owners: dict[str, int] = {}
+    wanted = sorted(phones)
+    for start in range(0, len(wanted), 5000):  # stay under SQLite's bound-parameter limit
+        found = db.session.execute(
+            sa.select(Member.phone, Member.household_id).where(
+                Member.phone.in_(wanted[start : start + 5000])
+            )
+        )
+        owners.update((phone, household_id) for phone, household_id in found)
+    return owners
+
+
 def _diff(household: Household, members: list[Member], hplan: HouseholdPlan) -> list[str]:
     """Say what the file changes in an existing household (empty: nothing)."""
     changes = []
@@ -476,7 +503,7 @@ def _create(plans: list[HouseholdPlan]) -> int:
         {"group_id": h.group.id, "house_number": h.house_number, "name": h.head, "is_active": True}
         for h in plans
     ]
-    ids = _insert_returning_ids(Household, households)
+    ids = _insert_households(households)
     members, accounts_, card_rows = [], [], []
     for household_id, hplan in zip(ids, plans, strict=True):
         for person in hplan.people:
@@ -499,22 +526,27 @@ def _create(plans: list[HouseholdPlan]) -> int:
                 "code": cards.new_code_unchecked(),
             }
         )
-    db.session.execute(sa.insert(Member), members)
+    # render_nulls: one executemany; by default the ORM splits rows by which values are None,
+    # which for a roster meant nearly one INSERT a person.
+    db.session.execute(sa.insert(Member).execution_options(render_nulls=True), members)
     db.session.execute(sa.insert(Account), accounts_)
     cards.insert_unique(card_rows)
     return len(members)
 
 
-def _insert_returning_ids(model, rows: list[dict]) -> list[int]:
+def _insert_households(rows: list[dict]) -> list[int]:
+    """Insert households in bulk; return their ids in the order of ``rows``."""
     from ..timeutil import utcnow
 
     now = utcnow()
-    rows = [{**row, "created_at": now} for row in rows]
-    # executemany with RETURNING sorted by parameter order: ids come back row for row.
+    # RETURNING the natural key rather than relying on row order: with row order kept
+    # (sort_by_parameter_order) SQLite sends one INSERT a household.
     result = db.session.execute(
-        sa.insert(model).returning(model.id, sort_by_parameter_order=True), rows
+        sa.insert(Household).returning(Household.id, Household.group_id, Household.house_number),
+        [{**row, "created_at": now} for row in rows],
     )
-    return list(result.scalars())
+    ids = {(group_id, number): id_ for id_, group_id, number in result}
+    return [ids[(row["group_id"], row["house_number"])] for row in rows]
 
 
 def _update(hplan: HouseholdPlan) -> None:
@@ -541,11 +573,16 @@ def _update(hplan: HouseholdPlan) -> None:
 # --- export -------------------------------------------------------------------------------------
 
 
+def safe_row(row: list) -> list:
+    return _safe_rows([row])[0]
+
+
 def export(village: Village) -> bytes:
     """Return the village's roster as .xlsx, one row a person, in the format import reads."""
     book = Workbook()
     sheet = book.active
-    sheet.title = village.name[:31]
+    # Excel refuses these characters in a sheet name (openpyxl raises ValueError).
+    sheet.title = re.sub(r"[\[\]:*?/\\]", "_", village.name)[:31] or "Sheet"
     sheet.append(EXPORT_HEADER)
     rows = db.session.execute(
         sa.select(VillagerGroup.name, Household.house_number, Household.name, Member)
@@ -566,15 +603,17 @@ def export(village: Village) -> bytes:
     )
     for group, house_number, head, member in rows:
         sheet.append(
-            [
-                group,
-                house_number,
-                head,
-                member.name,
-                "户主" if member.is_head else "",
-                member.phone or "",
-                member.id_last4 or "",
-            ]
+            safe_row(
+                [
+                    group,
+                    house_number,
+                    head,
+                    member.name,
+                    "户主" if member.is_head else "",
+                    member.phone or "",
+                    member.id_last4 or "",
+                ]
+            )
         )
     for column in "ABCDEFG":
         sheet.column_dimensions[column].width = 14

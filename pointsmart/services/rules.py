@@ -362,9 +362,10 @@ def set_approval_settings(
 ) -> Village:
     """Set which awards post without approval and which need two committee members.
 
-    None means never. Raises Forbidden, InvalidInput.
+    None means never. The village's committee or the town's administrators set them.
+    Raises Forbidden, InvalidInput.
     """
-    if not access.covers_village(editor, village, Role.COMMITTEE):
+    if not access.covers_village(editor, village, (Role.COMMITTEE, Role.ADMIN)):
         raise Forbidden()
     auto = _threshold(
         auto_approve_max,

@@ -10,7 +10,7 @@ from sqlalchemy.orm import selectinload
 from ..auth import role_required
 from ..extensions import db
 from ..models import Household, Role, Transfer
-from ..services import ledger, photos, rankings
+from ..services import clearing, ledger, photos, rankings
 
 bp = Blueprint("villager", __name__, url_prefix="/me")
 
@@ -63,6 +63,7 @@ def home():
         evidence=photos.evidence_for(history),
         speech=spoken_summary(balance, history),
         ranks=month_ranks(household),
+        clearing=clearing.notice(household),
     )
 
 

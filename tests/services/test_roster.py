@@ -234,3 +234,17 @@ def test_a_failing_row_leaves_the_database_untouched(w):
         roster.apply(result, admin)
     db.session.rollback()
     assert households(village) == []
+
+
+def test_a_name_that_looks_like_a_formula_is_exported_as_text_and_reads_back(w):
+    village, one, two, admin = w
+    roster.apply(
+        roster.plan(village, roster.read(csv_bytes("组,门牌号,户主\n一组,1,=1+2\n"), "r.csv")),
+        admin,
+    )
+    db.session.commit()
+    data = roster.export(village)
+    cell = load_workbook(io.BytesIO(data)).active["C2"]
+    assert cell.value == "'=1+2" and cell.data_type == "s"
+    again = roster.plan(village, roster.read(data, "export.xlsx"))
+    assert again.ok and again.count("unchanged") == 1
