@@ -161,6 +161,10 @@ EXPECTED: dict[str, str | frozenset[Role]] = {
     "admin.audit": frozenset({Role.ADMIN}),
     "admin.audit_xlsx": frozenset({Role.ADMIN}),
     "admin.audit_csv": frozenset({Role.ADMIN}),
+    "admin.tokens": frozenset({Role.ADMIN}),
+    "admin.new_token": frozenset({Role.ADMIN}),
+    "admin.new_household_token": frozenset({Role.ADMIN}),
+    "admin.revoke_token": frozenset({Role.ADMIN}),
 }
 
 #: How to fill each URL argument from the objects of one place (see Place below).
@@ -185,7 +189,24 @@ ARGUMENTS = {
     "board_id": lambda place: a_board(place).id,
     "user_id": lambda place: place.users[Role.CADRE].id,
     "grant_id": lambda place: place.users[Role.CADRE].grants[0].id,
+    "token_id": lambda place: an_api_token(place).id,
 }
+
+
+def an_api_token(place):
+    """Return an API token of the place's shop (the same one again)."""
+    import sqlalchemy as sa
+
+    from pointsmart.models import ApiToken
+    from pointsmart.services import api_tokens
+
+    token = db.session.scalar(
+        sa.select(ApiToken).where(ApiToken.town_id == place.village.town_id).limit(1)
+    )
+    if token is None:
+        token = api_tokens.issue(place.users[Role.ADMIN], "矩阵", Role.CLERK, place.shop).token
+        db.session.commit()
+    return token
 
 
 def a_board(place):

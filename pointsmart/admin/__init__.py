@@ -38,4 +38,4 @@ def home():
 
 
 # Views of this audience in their own modules; imported last, they register on bp.
-from . import audit, reports, roster, rules, staff, supermarkets, villages  # noqa: E402, F401
+from . import audit, reports, roster, rules, staff, supermarkets, tokens, villages  # noqa: E402, F401

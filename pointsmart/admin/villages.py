@@ -269,7 +269,14 @@ def household(household_id: int):
         else:
             form = PinForm(formdata=None, key=uuid.uuid4().hex)
         rows.append({"member": member, "login": login, "form": form})
-    return render_template("admin/household.html", household=place, rows=rows)
+    from .tokens import HouseholdTokenForm  # here: tokens imports this module
+
+    return render_template(
+        "admin/household.html",
+        household=place,
+        rows=rows,
+        token_form=HouseholdTokenForm(formdata=None),
+    )
 
 
 # --- villager logins and the one-time slip -------------------------------------------------
