@@ -136,17 +136,19 @@ def evidence_condition(transfer: Transfer):
 def evidence_counts(transfers: list[Transfer]) -> dict[int, int]:
     """Return the number of evidence photos of each transfer, in one query per kind of owner."""
     counts = {t.id: 0 for t in transfers}
-    owners = {"transfer": {t.id: t.id for t in transfers}}
+    owners = {"transfer": {t.id: [t.id] for t in transfers}}
     for t in transfers:
         if t.source_type in PHOTO_SOURCES and t.source_id is not None:
-            owners.setdefault(t.source_type, {})[t.source_id] = t.id
+            # One report may give a reward and a deduction: both show its photos.
+            owners.setdefault(t.source_type, {}).setdefault(t.source_id, []).append(t.id)
     for kind, by_owner in owners.items():
         column = getattr(Photo, f"{kind}_id")
         rows = db.session.execute(
             sa.select(column, sa.func.count()).where(column.in_(list(by_owner))).group_by(column)
         )
         for owner_id, n in rows:
-            counts[by_owner[owner_id]] += n
+            for transfer_id in by_owner[owner_id]:
+                counts[transfer_id] += n
     return counts
 
 

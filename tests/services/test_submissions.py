@@ -12,6 +12,7 @@ from flask_babel import force_locale
 from PIL import Image
 
 from pointsmart import create_app
+from pointsmart.committee import evidence_counts
 from pointsmart.extensions import db
 from pointsmart.models import (
     Category,
@@ -445,6 +446,8 @@ def test_verifying_a_report_rewards_the_reporter_and_deducts_from_the_offender(w
     assert deduction.member_id is None
     assert w.villager.display_name not in (deduction.note or "")
     assert photos.evidence_for([deduction]) == {deduction.id: list(report.photos)}
+    # The approval queue counts the report's photos for both records it gave.
+    assert evidence_counts([reward, deduction]) == {reward.id: 1, deduction.id: 1}
 
 
 def test_a_report_without_an_offender_only_rewards(w):
