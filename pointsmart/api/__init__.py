@@ -135,8 +135,7 @@ def token_required(*roles: Role):
 
 def idempotency_key(required: bool) -> str | None:
     """Return the call's Idempotency-Key header, checked. Raises ApiError."""
-    key = request.headers.get("Idempotency-Key", "").strip()
-    if not key:
+    if "Idempotency-Key" not in request.headers:
         if required:
             raise ApiError(
                 400,
@@ -144,7 +143,9 @@ def idempotency_key(required: bool) -> str | None:
                 _("This call needs an Idempotency-Key header: a new random value per operation."),
             )
         return None
-    if len(key) > MAX_KEY_LENGTH or not key.isprintable():
+    key = request.headers["Idempotency-Key"].strip()
+    # A header sent blank is a client's bug, not "no key": refusing it keeps a retry safe.
+    if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
         raise ApiError(
             400,
             "invalid_idempotency_key",
@@ -158,7 +159,9 @@ def idempotency_key(required: bool) -> str | None:
 
 def service_key(key: str) -> str:
     """Return the business-event key a service gets for an API call's Idempotency-Key."""
-    return f"api{g.api_token.id}:{key}"
+    # Hashed: a key of any allowed length (and the prefixes services add) fits their columns.
+    digest = hashlib.sha256(key.encode()).hexdigest()[:40]
+    return f"api{g.api_token.id}:{digest}"
 
 
 def _request_hash() -> str:
@@ -249,6 +252,16 @@ def idempotent(required: bool = False):
     return decorator
 
 
+def readable_body() -> None:
+    """Refuse a JSON body that cannot be read at all. Raises ApiError (and BadRequest)."""
+    try:
+        request.get_json()  # kept by the request for the view and the Idempotency-Key's hash
+    except RecursionError:  # nested deeper than Python parses: not a ValueError, so not a 400 yet
+        raise ApiError(
+            400, "bad_request", _("The request could not be read: send valid JSON.")
+        ) from None
+
+
 # --- paging --------------------------------------------------------------------------------------
 
 
@@ -294,3 +307,8 @@ def init_app(app: Flask) -> None:
         api.register_blueprint(module.blp)
     docs.finish_spec(api)
     app.register_blueprint(docs.bp)
+
+    @app.before_request
+    def _read_api_body():
+        if is_api_request() and request.method in ("POST", "PUT", "PATCH") and request.is_json:
+            readable_body()

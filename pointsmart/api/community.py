@@ -182,12 +182,15 @@ def board(board_id: int):
 
 @blp.route("/villages/<int:village_id>/totals", methods=["GET"])
 @token_required()
-@blp.arguments(s.PeriodQuery, location="query")
+@blp.arguments(s.TotalsQuery, location="query")
 @blp.response(200, s.Totals)
 def totals(args: dict, village_id: int):
     """Return a village's points issued, deducted and redeemed per month (public information)."""
     village = _village_or_404(village_id)
     period = _period(args)
+    months = rankings.village_totals(village, period)
+    page, per_page = args["page"], args["per_page"]
+    start = (page - 1) * per_page
     items = [
         {
             "month": f"{t.month:%Y-%m}",
@@ -195,6 +198,8 @@ def totals(args: dict, village_id: int):
             "deducted": t.deducted,
             "redeemed": t.redeemed,
         }
-        for t in rankings.village_totals(village, period)
+        for t in months[start : start + per_page]
     ]
-    return {"village_id": village.id, "period": _period_out(period), "items": items}
+    result = page_of(items, page, per_page, len(months))
+    result.update(village_id=village.id, period=_period_out(period))
+    return result

@@ -30,6 +30,11 @@ def finish_spec(api) -> None:
             operation["responses"].setdefault(
                 "default", {"description": "Any other error", **error}
             )
+    # A checkout names its household one way only: the scanned card or a household_id.
+    api.spec.components.schemas["CheckoutRequest"]["oneOf"] = [
+        {"required": ["card"]},
+        {"required": ["household_id"]},
+    ]
 
 
 @bp.get("/docs")

@@ -6,6 +6,8 @@ Asia/Shanghai offset; points and quantities are integers.
 
 from __future__ import annotations
 
+import re
+
 from marshmallow import Schema, fields, validate
 
 from ..timeutil import to_local
@@ -16,6 +18,30 @@ class LocalDateTime(fields.DateTime):
 
     def _serialize(self, value, attr, obj, **kwargs):
         return None if value is None else to_local(value).isoformat(timespec="seconds")
+
+
+#: The largest id a database integer column holds (the URL converter stops there too).
+MAX_ID = 2**31 - 1
+
+#: C0 control characters but tab and line breaks, and DEL: never text a person wrote (and
+#: PostgreSQL cannot store NUL at all).
+CONTROL = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f"
+
+
+class Text(fields.String):
+    """A string a person wrote: any characters but control characters."""
+
+    default_error_messages = {"control": "Control characters are not allowed."}
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("metadata", {}).setdefault("pattern", f"^[^{CONTROL}]*$")
+        super().__init__(*args, **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if re.search(f"[{CONTROL}]", text):
+            raise self.make_error("control")
+        return text
 
 
 class ErrorBody(Schema):
@@ -103,21 +129,21 @@ ItemPage = page_schema(Item, "ItemPage")
 
 
 class CartLine(Schema):
-    item_id = fields.Integer(required=True, validate=validate.Range(1, 2**62))
+    item_id = fields.Integer(required=True, validate=validate.Range(1, MAX_ID))
     quantity = fields.Integer(required=True, validate=validate.Range(1, 999))
 
 
 class CheckoutRequest(Schema):
-    card = fields.String(
+    card = Text(
         validate=validate.Length(1, 80),
         metadata={"description": "The scanned QR token or the typed card code"},
     )
     household_id = fields.Integer(
-        validate=validate.Range(1, 2**62),
+        validate=validate.Range(1, MAX_ID),
         metadata={"description": "Instead of a card: a household found by name (lookup)"},
     )
     items = fields.List(fields.Nested(CartLine), required=True, validate=validate.Length(1, 50))
-    member_id = fields.Integer(validate=validate.Range(1, 2**62))
+    member_id = fields.Integer(validate=validate.Range(1, MAX_ID))
     expected_total = fields.Integer(validate=validate.Range(1, 10**9))
 
 
@@ -143,12 +169,12 @@ class Redemption(Schema):
 
 
 class VoidLine(Schema):
-    line_id = fields.Integer(required=True, validate=validate.Range(1, 2**62))
+    line_id = fields.Integer(required=True, validate=validate.Range(1, MAX_ID))
     quantity = fields.Integer(required=True, validate=validate.Range(1, 999))
 
 
 class VoidRequest(Schema):
-    reason = fields.String(required=True, validate=validate.Length(1, 200))
+    reason = Text(required=True, validate=validate.Length(1, 200))
     lines = fields.List(
         fields.Nested(VoidLine),
         validate=validate.Length(1, 50),
@@ -168,9 +194,9 @@ class Void(Schema):
 
 
 class AwardRequest(Schema):
-    rule_id = fields.Integer(required=True, validate=validate.Range(1, 2**62))
-    member_id = fields.Integer(validate=validate.Range(1, 2**62))
-    note = fields.String(validate=validate.Length(0, 500))
+    rule_id = fields.Integer(required=True, validate=validate.Range(1, MAX_ID))
+    member_id = fields.Integer(validate=validate.Range(1, MAX_ID))
+    note = Text(validate=validate.Length(0, 500))
 
 
 class Transfer(Schema):
@@ -202,15 +228,15 @@ class AwardResult(Schema):
 
 
 class RejectRequest(Schema):
-    reason = fields.String(required=True, validate=validate.Length(1, 200))
+    reason = Text(required=True, validate=validate.Length(1, 200))
 
 
 # --- claims and reports ----------------------------------------------------------------------------
 
 
 class ClaimRequest(Schema):
-    description = fields.String(required=True, validate=validate.Length(1, 500))
-    rule_id = fields.Integer(validate=validate.Range(1, 2**62))
+    description = Text(required=True, validate=validate.Length(1, 500))
+    rule_id = fields.Integer(validate=validate.Range(1, MAX_ID))
 
 
 class Claim(Schema):
@@ -227,8 +253,8 @@ ClaimPage = page_schema(Claim, "ClaimPage")
 
 
 class ReportRequest(Schema):
-    what = fields.String(required=True, validate=validate.Length(1, 500))
-    where = fields.String(required=True, validate=validate.Length(1, 100))
+    what = Text(required=True, validate=validate.Length(1, 500))
+    where = Text(required=True, validate=validate.Length(1, 100))
     anonymous = fields.Boolean(load_default=False)
 
 
@@ -261,7 +287,7 @@ class PeriodQuery(Schema):
 
 class RankingQuery(PeriodQuery, PageQuery):
     scope = fields.String(required=True, validate=validate.OneOf(["group", "village", "town"]))
-    id = fields.Integer(required=True, validate=validate.Range(1, 2**62))
+    id = fields.Integer(required=True, validate=validate.Range(1, MAX_ID))
 
 
 class PeriodOut(Schema):
@@ -313,7 +339,11 @@ class MonthTotals(Schema):
     redeemed = fields.Integer(required=True)
 
 
-class Totals(Schema):
+class TotalsQuery(PeriodQuery, PageQuery):
+    pass
+
+
+class Totals(Paged):
     village_id = fields.Integer(required=True)
     period = fields.Nested(PeriodOut, required=True)
     items = fields.List(fields.Nested(MonthTotals), required=True)

@@ -9,7 +9,7 @@ from flask_smorest import Blueprint
 from .. import access
 from ..extensions import db
 from ..models import Household, Identification, Item, Member, Redemption, Role, Shop
-from ..services import cards, redemptions
+from ..services import cards, catalogue, redemptions
 from . import ApiError, current_user, idempotent, page_of, service_key, token_required
 from . import schemas as s
 from .households import can_read
@@ -18,26 +18,18 @@ blp = Blueprint("api_shop", __name__, url_prefix="/api/v1", description="The lov
 
 
 def can_see_shop(user, shop: Shop) -> bool:
-    """Return whether the user may see a shop's catalogue: its clerks, its town's admins, or
-    villagers, cadres and committee members of a village it serves."""
-    if access.covers_shop(user, shop):
+    """Return whether the user may see a shop's catalogue, as the pages let them: its clerks and
+    its town's administrators (the catalogue pages), and villagers of a household it serves
+    while it is open for business (the villager's shop page)."""
+    if catalogue.can_manage(user, shop):
         return True
-    for grant in user.grants:
-        if grant.role is Role.ADMIN and grant.town_id == shop.town_id:
-            return True
-        village = None
-        if grant.village_id is not None:
-            village = grant.village
-        elif grant.group_id is not None:
-            village = grant.group.village
-        elif grant.household_id is not None:
-            village = grant.household.group.village
-        if village is not None and (
-            shop.village_id == village.id
-            or (shop.village_id is None and shop.town_id == village.town_id)
-        ):
-            return True
-    return False
+    return any(
+        grant.role is Role.VILLAGER
+        and grant.household is not None
+        and shop.is_active
+        and shop.serves(grant.household)
+        for grant in user.grants
+    )
 
 
 def shop_or_404(shop_id: int, *, counter: bool = False) -> Shop:
