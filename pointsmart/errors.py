@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, current_app, render_template, request
+from flask import Flask, current_app, g, make_response, render_template, request
 from flask_babel import gettext as _
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
-from .extensions import db
+from .extensions import db, login_manager
 from .services.errors import DomainError
 
 log = logging.getLogger(__name__)
@@ -18,6 +18,19 @@ def _wants_json() -> bool:
     from .api import is_api_request
 
     return is_api_request() or request.accept_mimetypes.best == "application/json"
+
+
+#: Seconds a client is asked to wait before retrying while the database is unavailable.
+RETRY_AFTER = 30
+
+
+def database_unavailable(error: DBAPIError) -> bool:
+    """Return whether a database error means "unreachable for now" rather than a refused statement.
+
+    Lost or refused connections, a server shutting down, locks or deadlocks that outlasted their
+    wait: retrying shortly can succeed. An integrity or data error is a bug, answered with 500.
+    """
+    return error.connection_invalidated or isinstance(error, (OperationalError, InterfaceError))
 
 
 def _render(status: int, title: str, message: str, code: str | None = None, details=None):
@@ -101,17 +114,31 @@ def init_app(app: Flask) -> None:
     def unsupported(error):
         return _render(415, _("Bad request"), _("Send the request body as JSON."))
 
-    @app.errorhandler(OperationalError)
     @app.errorhandler(DBAPIError)
-    def database_down(error):
-        log.error("database error: %s", error)
-        return _render(
-            503,
-            _("Service unavailable"),
-            _(
-                "The database cannot be reached right now. Nothing was saved. Please try again in a minute."
-            ),
+    def database_down(error: DBAPIError):
+        if not database_unavailable(error):
+            # A statement the database refused is a bug: the 500 page, logged with its traceback.
+            raise error
+        log.error("database unavailable: %s", error.orig or error)  # the driver's words, no SQL
+        # The page must render without the database: the user (roles in the menu, the
+        # no-store header) would be loaded or refreshed from it again and fail once more.
+        g._login_user = login_manager.anonymous_user()
+        try:
+            db.session.rollback()
+        except DBAPIError:
+            db.session.close()  # a connection that died under the rollback is discarded
+        response = make_response(
+            _render(
+                503,
+                _("Service unavailable"),
+                _(
+                    "The database cannot be reached right now. Nothing was saved. Please try again in a minute."
+                ),
+            )
         )
+        response.headers["Retry-After"] = str(RETRY_AFTER)
+        response.headers["Cache-Control"] = "no-store"
+        return response
 
     @app.errorhandler(500)
     def server_error(error):
