@@ -10,17 +10,20 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import json
 import os
 import platform
 import re
 import secrets
 import shlex
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -91,18 +94,45 @@ def _admin(server: str) -> psycopg.Connection:
 
 
 @contextlib.contextmanager
-def scratch_database(server: str, what: str) -> Iterator[Database]:
-    """Create an empty database ``bench_<what>_<random>`` on the server; drop it afterwards."""
+def scratch_database(server: str, what: str, keep: bool = False) -> Iterator[Database]:
+    """Create an empty database ``bench_<what>_<random>`` on the server; drop it afterwards
+    (unless ``keep``)."""
     name = f"bench_{what}_{secrets.token_hex(3)}"
     with _admin(server) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:
         yield Database(name, _server_url(server, name))
     finally:
-        with _admin(server) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+        if not keep:
+            drop_database(server, name)
+
+
+def drop_database(server: str, name: str) -> None:
+    """Drop a database, closing its connections first."""
+    with _admin(server) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+def database_at(url: str) -> Database:
+    """Return the Database a URL names (any driver prefix; libpq form for the tools)."""
+    parsed = make_url(url)
+    libpq = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+    return Database(parsed.database, libpq)
+
+
+def server_of(db: Database) -> str:
+    """Return the server URL (without a database) of a database."""
+    return make_url(db.libpq_url).set(database=None).render_as_string(hide_password=False)
+
+
+def create_database_if_missing(db: Database) -> None:
+    """Create the database on its server unless it exists."""
+    with _admin(server_of(db)) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db.name,)).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db.name)))
 
 
 def vacuum_analyze(db: Database) -> None:
@@ -429,4 +459,237 @@ def pgbench_run(db: Database, clients: int, seconds: int) -> PgbenchRun:
         failed=int(failed_match.group(1)) if failed_match else 0,
         latency=latency_summary(latencies),
         command=" ".join(["pgbench", *shown[1:]]),
+    )
+
+
+@dataclass
+class ScriptRun:
+    """A pgbench run of custom scripts: tps, latencies, transactions per script, and whether
+    a client was aborted (a failed statement)."""
+
+    clients: int
+    seconds: int
+    tps: float
+    transactions: int
+    per_script: list[int]
+    latency: dict[str, float]
+    aborted: str
+    command: str
+
+
+def pgbench_scripts(
+    db: Database, clients: int, seconds: int, scripts: Sequence[tuple[str, int]]
+) -> ScriptRun:
+    """Run custom pgbench scripts (path, weight) with prepared statements, no vacuum."""
+    with tempfile.TemporaryDirectory(prefix="pgbench-") as folder:
+        prefix = os.path.join(folder, "tx")
+        args = [pgbench_path(), "-n", "-M", "prepared", "-c", str(clients), "-j", str(clients)]
+        args += ["-T", str(seconds), "-l", f"--log-prefix={prefix}"]
+        for path, weight in scripts:
+            args += ["-f", f"{path}@{weight}"]
+        done = subprocess.run([*args, db.libpq_url], capture_output=True, text=True)
+        out = done.stdout
+        latencies: list[float] = []
+        per_script = [0] * len(scripts)
+        for log in Path(folder).iterdir():
+            with log.open() as fh:
+                # client_id transaction_no time_us script_no epoch epoch_us
+                for line in fh:
+                    fields = line.split()
+                    if len(fields) >= 4 and fields[2] != "failed":
+                        latencies.append(int(fields[2]) / 1e6)
+                        per_script[int(fields[3])] += 1
+    tps_match = re.search(r"tps = ([\d.]+) \(without initial connection time\)", out)
+    processed = re.search(r"actually processed: (\d+)", out)
+    aborted = "\n".join(
+        line for line in done.stderr.splitlines() if "aborted" in line or "ERROR" in line
+    )
+    if done.returncode not in (0, 2) or not tps_match:
+        aborted = aborted or done.stderr.strip()[-500:] or f"pgbench exited {done.returncode}"
+    return ScriptRun(
+        clients=clients,
+        seconds=seconds,
+        tps=float(tps_match.group(1)) if tps_match else 0.0,
+        transactions=sum(per_script) if per_script else int(processed.group(1) if processed else 0),
+        per_script=per_script,
+        latency=latency_summary(latencies),
+        aborted=aborted,
+        command=" ".join(["pgbench", *[a for a in args[1:] if not a.startswith("--log")], db.name]),
+    )
+
+
+# --- the web stack: gunicorn and wrk ------------------------------------------------------------
+
+
+def free_port() -> int:
+    """Return a TCP port free on the loopback interface now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Gunicorn:
+    """Serve a WSGI app with gunicorn, sync workers (one per core by default), on loopback.
+
+    ``env`` is added to this process's environment; ``ready`` is a path that must answer
+    (any status below 500) before the server counts as up. The server's stderr (the app's log
+    and gunicorn's) goes to ``log``. Use as a context manager; it stops the server it started.
+    """
+
+    def __init__(self, app: str, env: dict[str, str], log: Path, ready: str = "/",
+                 workers: int | None = None) -> None:  # fmt: skip
+        self.app = app
+        self.env = env
+        self.log = log
+        self.ready = ready
+        self.workers = workers or os.cpu_count() or 1
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._proc: subprocess.Popen | None = None
+
+    @property
+    def command(self) -> list[str]:
+        exe = Path(sys.executable).parent / "gunicorn"
+        start = [str(exe)] if exe.exists() else [sys.executable, "-m", "gunicorn"]
+        return [
+            *start,
+            "--workers", str(self.workers),
+            "--worker-class", "sync",
+            "--bind", f"127.0.0.1:{self.port}",
+            "--log-level", "warning",
+            self.app,
+        ]  # fmt: skip
+
+    def __enter__(self) -> Gunicorn:
+        import urllib.error
+        import urllib.request
+
+        self._logfile = self.log.open("ab")
+        self._proc = subprocess.Popen(
+            self.command,
+            env={**os.environ, **self.env},
+            cwd=ROOT,
+            stdout=self._logfile,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 90
+        while True:
+            if self._proc.poll() is not None:
+                raise SystemExit(f"gunicorn exited at start; see {self.log}")
+            try:
+                urllib.request.urlopen(self.url + self.ready, timeout=5).close()
+                return self
+            except urllib.error.HTTPError as exc:
+                if exc.code < 500:
+                    return self
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                self.__exit__()
+                raise SystemExit(f"gunicorn did not answer within 90 s; see {self.log}")
+            time.sleep(0.2)
+
+    def cpu_seconds(self) -> float:
+        """Return the CPU time (user + system) its workers have used so far."""
+        if self._proc is None:
+            return 0.0
+        tick = os.sysconf("SC_CLK_TCK")
+        total = 0.0
+        children = Path(f"/proc/{self._proc.pid}/task/{self._proc.pid}/children")
+        with contextlib.suppress(OSError):
+            for pid in children.read_text().split():
+                with contextlib.suppress(OSError):
+                    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                    total += (int(fields[11]) + int(fields[12])) / tick
+        return total
+
+    def __exit__(self, *exc) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        self._logfile.close()
+
+
+def wrk_path() -> str:
+    """Return the wrk executable."""
+    found = shutil.which("wrk")
+    if not found:
+        raise SystemExit("wrk not found: apt-get install -y wrk")
+    return found
+
+
+@dataclass
+class WrkRun:
+    """One wrk run: requests per second, latency in ms, and what the script's own tally says."""
+
+    connections: int
+    seconds: float
+    requests: int
+    rate: float
+    latency: dict[str, float]
+    #: The script's tally: ok, points, refused, other, and the first unexpected answer.
+    tally: dict
+    socket_errors: dict[str, int]
+    command: str
+
+
+#: Lua appended to every wrk script: each thread (one connection each) keeps globals ``ok``,
+#: ``points``, ``refused``, ``other`` and ``first_other``; done() prints them with the latencies.
+WRK_DONE = r"""
+threads = {}
+function setup(thread)
+  table.insert(threads, thread)
+  thread:set("index", #threads)
+end
+ok, points, refused, other, first_other = 0, 0, 0, 0, ""
+function done(summary, latency, requests)
+  local t_ok, t_points, t_refused, t_other, first = 0, 0, 0, 0, ""
+  for _, t in ipairs(threads) do
+    t_ok = t_ok + t:get("ok")
+    t_points = t_points + t:get("points")
+    t_refused = t_refused + t:get("refused")
+    t_other = t_other + t:get("other")
+    if first == "" then first = t:get("first_other") or "" end
+  end
+  local e = summary.errors
+  io.write(string.format(
+    'BENCH {"requests": %d, "duration_us": %d, "ok": %d, "points": %d, "refused": %d, ' ..
+    '"other": %d, "first_other": %q, "mean": %f, "max": %f, "p50": %f, "p90": %f, "p95": %f, ' ..
+    '"p99": %f, "p999": %f, "connect": %d, "read": %d, "write": %d, "status": %d, ' ..
+    '"timeout": %d}\n',
+    summary.requests, summary.duration, t_ok, t_points, t_refused, t_other, first,
+    latency.mean, latency.max, latency:percentile(50), latency:percentile(90),
+    latency:percentile(95), latency:percentile(99), latency:percentile(99.9),
+    e.connect, e.read, e.write, e.status, e.timeout))
+end
+"""
+
+
+def run_wrk(url: str, script: Path, connections: int, seconds: float, timeout: int = 10) -> WrkRun:
+    """Run wrk with one thread per connection and a script that ends with WRK_DONE."""
+    args = [wrk_path(), "-t", str(connections), "-c", str(connections), "-d", f"{seconds}s"]
+    args += ["--timeout", f"{timeout}s", "-s", str(script), url]
+    done = subprocess.run(args, capture_output=True, text=True)
+    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("BENCH ")), None)
+    if done.returncode != 0 or line is None:
+        raise SystemExit(
+            f"wrk failed ({done.returncode}): {done.stdout[-800:]} {done.stderr[-800:]}"
+        )
+    data = json.loads(line[len("BENCH ") :])
+    duration = data["duration_us"] / 1e6
+    return WrkRun(
+        connections=connections,
+        seconds=duration,
+        requests=data["requests"],
+        rate=data["requests"] / duration,
+        latency={k: data[k] / 1000 for k in ("mean", "p50", "p90", "p95", "p99", "p999", "max")},
+        tally={k: data[k] for k in ("ok", "points", "refused", "other", "first_other")},
+        socket_errors={
+            k: data[k] for k in ("connect", "read", "write", "status", "timeout") if data[k]
+        },
+        command=" ".join(["wrk", *args[1:-3], "-s", script.name, "URL"]),
     )
