@@ -275,6 +275,8 @@ def generate(shape: Shape, last_month: date, now: datetime, seed: int) -> tuple[
     measured = months[-1]
     #: (household, group, village, month) -> [awarded, deducted, awards, deductions]
     months_rows: dict[tuple[int, int, int, date], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    #: household -> (village name, group name, house number), copied into household_months
+    copies: dict[int, tuple[str, str, str]] = {}
     demand: dict[int, list[int]] = defaultdict(lambda: [0, 0])
     items_of: dict[int, list[tuple[int, str, int]]] = {}
     keys = itertools.count(1)
@@ -340,7 +342,13 @@ def generate(shape: Shape, last_month: date, now: datetime, seed: int) -> tuple[
         items_of[shop_id] = items
 
         for g in range(1, shape.groups + 1):
-            group_id = t.add("villager_groups", ("village_id", "name"), village_id, f"{g}组")
+            group_id = t.add(
+                "villager_groups",
+                ("village_id", "name", "active_households"),
+                village_id,
+                f"{g}组",
+                shape.per_group,  # every household is active
+            )
             for h in range(1, shape.per_group + 1):
                 head = name()
                 household_id = t.add(
@@ -352,6 +360,7 @@ def generate(shape: Shape, last_month: date, now: datetime, seed: int) -> tuple[
                     True,
                     created,
                 )
+                copies[household_id] = (f"{v}村", f"{g}组", str(h))
                 t.add(
                     "members",
                     ("household_id", "name", "is_head", "is_active"),
@@ -704,6 +713,7 @@ def generate(shape: Shape, last_month: date, now: datetime, seed: int) -> tuple[
 
     for (household_id, group_id, village_id, month), figures in months_rows.items():
         awarded, deducted, awards, deductions = figures
+        village_name, group_name, house_number = copies[household_id]
         t.add(
             "household_months",
             (
@@ -712,6 +722,11 @@ def generate(shape: Shape, last_month: date, now: datetime, seed: int) -> tuple[
                 "group_id",
                 "village_id",
                 "town_id",
+                "is_active",
+                "village_name",
+                "group_name",
+                "house_number",
+                "house_length",
                 "points",
                 "awarded",
                 "deducted",
@@ -723,6 +738,11 @@ def generate(shape: Shape, last_month: date, now: datetime, seed: int) -> tuple[
             group_id,
             village_id,
             town_id,
+            True,
+            village_name,
+            group_name,
+            house_number,
+            len(house_number),
             awarded - deducted,
             awarded,
             deducted,

@@ -17,25 +17,55 @@ class HouseholdMonth(db.Model):
     """A household's honour points of one local month, kept in step by the ledger service.
 
     Awards and deductions count in the month they were posted; a reversal corrects the month
-    of what it reverses, so a month's figures are its records as corrected. Places are copied
-    in so that rankings of a group, village or town read one table by index.
+    of what it reverses, so a month's figures are its records as corrected. The household's
+    place, whether it is active and its tie order (village name, group name, house number) are
+    copied in and follow the household (services.monthly), so that a ranking of a group,
+    village or town reads one table by index: its top rows are the first entries of
+    ``ix_household_months_ranking``, a household's rank is a count in a scope index.
     """
 
     __tablename__ = "household_months"
     __table_args__ = (
         sa.UniqueConstraint("household_id", "month"),
-        sa.Index("ix_household_months_month_town_points", "month", "town_id", "points"),
-        sa.Index("ix_household_months_month_village_points", "month", "village_id", "points"),
-        sa.Index("ix_household_months_month_group_points", "month", "group_id", "points"),
+        sa.Index(
+            "ix_household_months_month_town_active_points",
+            "month",
+            "town_id",
+            "is_active",
+            "points",
+        ),
+        sa.Index(
+            "ix_household_months_month_village_active_points",
+            "month",
+            "village_id",
+            "is_active",
+            "points",
+        ),
+        sa.Index(
+            "ix_household_months_month_group_active_points",
+            "month",
+            "group_id",
+            "is_active",
+            "points",
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     household_id: Mapped[int] = mapped_column(sa.ForeignKey("households.id"))
     #: First day of the local (Asia/Shanghai) month.
     month: Mapped[date] = mapped_column(sa.Date)
+    #: The household's place now (a household that moves takes its months along).
     group_id: Mapped[int] = mapped_column(sa.ForeignKey("villager_groups.id"))
     village_id: Mapped[int] = mapped_column(sa.ForeignKey("villages.id"))
     town_id: Mapped[int] = mapped_column(sa.ForeignKey("towns.id"))
+    #: Copy of households.is_active: rankings list active households only.
+    is_active: Mapped[bool]
+    #: Copies of the village's and group's names and of the house number, and the house
+    #: number's length ("2" before "10"): the tie order, sorted by the database's own collation.
+    village_name: Mapped[str] = mapped_column(sa.String(60))
+    group_name: Mapped[str] = mapped_column(sa.String(60))
+    house_number: Mapped[str] = mapped_column(sa.String(20))
+    house_length: Mapped[int]
     #: Net honour points: awarded minus deducted.
     points: Mapped[int] = mapped_column(sa.BigInteger, default=0)
     awarded: Mapped[int] = mapped_column(sa.BigInteger, default=0)
@@ -45,6 +75,23 @@ class HouseholdMonth(db.Model):
     deductions: Mapped[int] = mapped_column(default=0)
 
     household = relationship("Household")
+
+
+# The ranking order itself: most points first, ties as rankings.households lists them (declared
+# here to name the column descending). town_id last lets a town's ranking, or several towns',
+# skip other towns' entries in the index.
+sa.Index(
+    "ix_household_months_ranking",
+    HouseholdMonth.month,
+    HouseholdMonth.is_active,
+    HouseholdMonth.points.desc(),
+    HouseholdMonth.village_name,
+    HouseholdMonth.group_name,
+    HouseholdMonth.house_length,
+    HouseholdMonth.house_number,
+    HouseholdMonth.household_id,
+    HouseholdMonth.town_id,
+)
 
 
 class BoardKind(enum.StrEnum):

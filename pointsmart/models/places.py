@@ -81,6 +81,9 @@ class VillagerGroup(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     village_id: Mapped[int] = mapped_column(sa.ForeignKey("villages.id"), index=True)
     name: Mapped[str] = mapped_column(sa.String(60))
+    #: How many of its households are active, kept by services.monthly: a ranking's "of N"
+    #: adds up its groups instead of counting households.
+    active_households: Mapped[int] = mapped_column(default=0, server_default="0")
 
     village: Mapped[Village] = relationship(back_populates="groups")
     households: Mapped[list[Household]] = relationship(

@@ -10,8 +10,9 @@ and by participation: the share of their households that earned anything in the 
 from __future__ import annotations
 
 import enum
+import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date
 
@@ -206,8 +207,9 @@ class Scope:
         return column == self.place.id
 
     def households_filter(self):
+        # Over villager_groups and villages, which every query using it joins.
         if self.kind is ScopeKind.GROUP:
-            return Household.group_id == self.place.id
+            return VillagerGroup.id == self.place.id
         if self.kind is ScopeKind.VILLAGE:
             return VillagerGroup.village_id == self.place.id
         return Village.town_id == self.place.id
@@ -242,7 +244,40 @@ class HouseholdRow:
     deducted: int
 
 
+def _one_month(period: Period) -> bool:
+    return period.start == period.end
+
+
 def _sums(scope: Scope, period: Period):
+    """Return the active households' points in the period, one row each (none: 0 points).
+
+    A month reads its rows as they are (a household has at most one) with the tie order
+    copied into them, so that the database walks ix_household_months_ranking or a scope
+    index instead of adding anything up. A longer period adds up each household's months
+    once per statement (a common table expression: _top_of_sums reads it twice).
+    """
+    where = [scope.months_filter(), HouseholdMonth.is_active == sa.true()]
+    if _one_month(period):
+        # Equality, not a range of one month, so that the planner sees the index's order.
+        return (
+            sa.select(
+                HouseholdMonth.household_id,
+                HouseholdMonth.points,
+                HouseholdMonth.awarded,
+                HouseholdMonth.deducted,
+                HouseholdMonth.village_name,
+                HouseholdMonth.group_name,
+                HouseholdMonth.house_length,
+                HouseholdMonth.house_number,
+            )
+            .where(*where, HouseholdMonth.month == period.start)
+            .subquery()
+        )
+    return _added_up(scope, period).cte()
+
+
+def _added_up(scope: Scope, period: Period) -> sa.Select:
+    """Return the select adding up each active household's months of the period."""
     return (
         sa.select(
             HouseholdMonth.household_id,
@@ -250,13 +285,13 @@ def _sums(scope: Scope, period: Period):
             sa.func.sum(HouseholdMonth.awarded).label("awarded"),
             sa.func.sum(HouseholdMonth.deducted).label("deducted"),
         )
+        # The months one by one: a range would read every scope's entries of those months.
         .where(
             scope.months_filter(),
-            HouseholdMonth.month >= period.start,
-            HouseholdMonth.month <= period.end,
+            HouseholdMonth.is_active == sa.true(),
+            HouseholdMonth.month.in_(period.months),
         )
         .group_by(HouseholdMonth.household_id)
-        .subquery()
     )
 
 
@@ -265,11 +300,176 @@ def _house_order():
     return (sa.func.length(Household.house_number), Household.house_number, Household.id)
 
 
-def households(
-    scope: Scope, period: Period, *, limit: int = 50, offset: int = 0
-) -> list[HouseholdRow]:
-    """Return a page of the active households of the scope, ranked by points in the period."""
-    sums = _sums(scope, period)
+def _month_order(c) -> tuple:
+    """Return one month's ranking order over columns ``c``: the index's own order."""
+    return (
+        c.points.desc(),
+        c.village_name,
+        c.group_name,
+        c.house_length,
+        c.house_number,
+        c.household_id,
+    )
+
+
+def _with_points(sums, condition, limit: int, offset: int) -> list[sa.Row]:
+    """Return a stretch of one month's households whose points match, in ranking order."""
+    stretch = (
+        sa.select(sums)
+        .where(condition)
+        .order_by(*_month_order(sums.c))
+        .limit(limit)
+        .offset(offset)
+        .subquery()
+    )
+    # Names for the stretch alone: joined before the offset, a deep page joined every household.
+    return db.session.execute(
+        sa.select(
+            stretch.c.household_id,
+            Household.name,
+            stretch.c.house_number,
+            stretch.c.group_name,
+            stretch.c.village_name,
+            stretch.c.points,
+            stretch.c.awarded,
+            stretch.c.deducted,
+        )
+        .join(Household, Household.id == stretch.c.household_id)
+        .order_by(*_month_order(stretch.c))
+    ).all()
+
+
+def _without_points(scope: Scope, period: Period, limit: int, offset: int) -> list[sa.Row]:
+    """Return a stretch of the active households with 0 points (a row or none), in tie order."""
+    # Added up even for one month: hashed once, rather than looked up once per household.
+    sums = _added_up(scope, period).subquery()
+    return db.session.execute(
+        sa.select(
+            Household.id,
+            Household.name,
+            Household.house_number,
+            VillagerGroup.name,
+            Village.name,
+            sa.literal(0),
+            sa.func.coalesce(sums.c.awarded, 0),
+            sa.func.coalesce(sums.c.deducted, 0),
+        )
+        .join(VillagerGroup, Household.group_id == VillagerGroup.id)
+        .join(Village, VillagerGroup.village_id == Village.id)
+        .outerjoin(sums, sums.c.household_id == Household.id)
+        .where(
+            scope.households_filter(),
+            Household.is_active.is_(True),
+            sa.func.coalesce(sums.c.points, 0) == 0,
+        )
+        .order_by(Village.name, VillagerGroup.name, *_house_order())
+        .limit(limit)
+        .offset(offset)
+    ).all()
+
+
+def _count(sums, condition) -> int:
+    return db.session.scalar(sa.select(sa.func.count()).select_from(sums).where(condition))
+
+
+def _ahead(sums, points: int, households: Callable[[], int]) -> int:
+    """Return how many active households of the scope have more than ``points``."""
+    if points >= 0:
+        return _count(sums, sums.c.points > points)
+    # Below zero every household without a row is ahead too: count those at or below instead.
+    return households() - _count(sums, sums.c.points <= points)
+
+
+def _month_page(scope: Scope, period: Period, sums, limit: int, offset: int) -> list[HouseholdRow]:
+    """Return a page of a one-month ranking, read by index in three stretches.
+
+    The stretches, each in ranking order: households with points (the first entries of
+    ix_household_months_ranking, or of a scope index), households with none, households
+    below zero. A page usually lies in the first; counts in the scope indexes find where the
+    others begin. A rank is 1 + the number of households with more points: a page needs a
+    count only for its first row.
+    """
+    total = functools.cache(lambda: count_households(scope))
+    rows = _with_points(sums, sums.c.points > 0, limit, offset)
+    if len(rows) < limit:
+        # A stretch that fed the page is over: the next one starts at its beginning.
+        positive = offset + len(rows) if rows else _count(sums, sums.c.points > 0)
+        zeros = _without_points(scope, period, limit - len(rows), max(0, offset - positive))
+        rows += zeros
+        if len(rows) < limit:
+            skip = 0
+            if not zeros:
+                zero = total() - positive - _count(sums, sums.c.points < 0)
+                skip = max(0, offset - positive - zero)
+            rows += _with_points(sums, sums.c.points < 0, limit - len(rows), skip)
+    page, rank, previous = [], 0, None
+    for position, row in enumerate(rows, start=offset + 1):
+        points = int(row[5])
+        if points != previous:
+            first_of_page_ties = position == offset + 1 and offset > 0
+            rank = _ahead(sums, points, total) + 1 if first_of_page_ties else position
+            previous = points
+        page.append(HouseholdRow(rank, row[0], *row[1:5], points, int(row[6]), int(row[7])))
+    return page
+
+
+#: More households than this tied at a longer period's cutoff: rank them all instead.
+_MOST_AT_CUTOFF = 5000
+
+
+def _top_of_sums(sums, limit: int) -> list[HouseholdRow] | None:
+    """Return the first ``limit`` households of a longer period, if they all have points.
+
+    Sorting every sum by the tie rule would join every household to its group and village;
+    only those at or above the limit-th best points need it. They are fetched first, then
+    put in the tie order by id: joined in one statement, the planner expects a third of the
+    sums and joins them by hashing every household of the database.
+    """
+    cutoff = (
+        sa.select(sums.c.points)
+        .where(sums.c.points > 0)
+        .order_by(sums.c.points.desc())
+        .offset(limit - 1)
+        .limit(1)
+        .scalar_subquery()
+    )
+    top = db.session.execute(
+        sa.select(sums.c.household_id, sums.c.points, sums.c.awarded, sums.c.deducted).where(
+            sums.c.points >= cutoff
+        )
+    ).all()
+    if len(top) < limit or len(top) > _MOST_AT_CUTOFF:
+        return None
+    tie_order = db.session.execute(
+        sa.select(
+            Household.id, Household.name, Household.house_number, VillagerGroup.name, Village.name
+        )
+        .join(VillagerGroup, Household.group_id == VillagerGroup.id)
+        .join(Village, VillagerGroup.village_id == Village.id)
+        .where(Household.id.in_([row.household_id for row in top]))
+        .order_by(Village.name, VillagerGroup.name, *_house_order())
+    ).all()
+    place = {row[0]: (position, row[1:]) for position, row in enumerate(tie_order)}
+    top.sort(key=lambda row: (-row.points, place[row.household_id][0]))
+    page, rank, previous = [], 0, None
+    for position, (household_id, points, awarded, deducted) in enumerate(top[:limit], start=1):
+        if points != previous:
+            rank, previous = position, points
+        page.append(
+            HouseholdRow(
+                rank,
+                household_id,
+                *place[household_id][1],
+                int(points),
+                int(awarded),
+                int(deducted),
+            )
+        )
+    return page
+
+
+def _ranked_in_full(scope: Scope, sums, limit: int, offset: int) -> list[HouseholdRow]:
+    """Return a page of a longer period's ranking, ranking every active household."""
     points = sa.func.coalesce(sums.c.points, 0)
     ranked = (
         sa.select(
@@ -291,17 +491,38 @@ def households(
         .limit(limit)
         .offset(offset)
     )
-    return [HouseholdRow(*row) for row in db.session.execute(ranked)]
+    return [
+        HouseholdRow(rank, id_, name, number, group, village, int(p), int(a), int(d))
+        for rank, id_, name, number, group, village, p, a, d in db.session.execute(ranked)
+    ]
+
+
+def households(
+    scope: Scope, period: Period, *, limit: int = 50, offset: int = 0
+) -> list[HouseholdRow]:
+    """Return a page of the active households of the scope, ranked by points in the period.
+
+    One month reads its ranking by index (_month_page). A longer period adds up months
+    first; its first page, when the households with points fill it, needs the tie order of
+    only those at or above the page's last points; any other page ranks every household.
+    """
+    sums = _sums(scope, period)
+    if _one_month(period):
+        return _month_page(scope, period, sums, limit, offset)
+    if offset == 0 and limit > 0 and (page := _top_of_sums(sums, limit)) is not None:
+        return page
+    return _ranked_in_full(scope, sums, limit, offset)
 
 
 def count_households(scope: Scope) -> int:
     """Return how many active households the scope has."""
-    return db.session.scalar(
-        sa.select(sa.func.count(Household.id))
-        .join(VillagerGroup, Household.group_id == VillagerGroup.id)
+    # Each group keeps its count (services.monthly): a county's 300,000 households are 1,500 rows.
+    total = db.session.scalar(
+        sa.select(sa.func.sum(VillagerGroup.active_households))
         .join(Village, VillagerGroup.village_id == Village.id)
-        .where(scope.households_filter(), Household.is_active.is_(True))
+        .where(scope.households_filter())
     )
+    return int(total or 0)
 
 
 @dataclass(frozen=True)
@@ -313,28 +534,18 @@ class Standing:
 
 def standing(household: Household, scope: Scope, period: Period) -> Standing:
     """Return a household's rank among the active households of the scope, and its points."""
-    sums = _sums(scope, period)
-    mine = (
-        db.session.scalar(sa.select(sums.c.points).where(sums.c.household_id == household.id)) or 0
-    )
-    total = count_households(scope)
-    active = (
-        sa.select(Household.id)
-        .join(VillagerGroup, Household.group_id == VillagerGroup.id)
-        .join(Village, VillagerGroup.village_id == Village.id)
-        .where(scope.households_filter(), Household.is_active.is_(True))
-    )
-    ahead = db.session.scalar(
-        sa.select(sa.func.count())
-        .select_from(sums)
-        .where(sums.c.points > mine, sums.c.household_id.in_(active))
-    )
-    if mine < 0:  # households with no record this period (0 points) are ahead too
-        with_records = db.session.scalar(
-            sa.select(sa.func.count()).select_from(sums).where(sums.c.household_id.in_(active))
+    mine = db.session.scalar(
+        sa.select(sa.func.sum(HouseholdMonth.points)).where(
+            HouseholdMonth.household_id == household.id,
+            scope.months_filter(),
+            HouseholdMonth.month >= period.start,
+            HouseholdMonth.month <= period.end,
         )
-        ahead += total - with_records
-    return Standing(rank=ahead + 1, of=total, points=int(mine))
+    )
+    mine = int(mine or 0)
+    total = count_households(scope)
+    ahead = _ahead(_sums(scope, period), mine, lambda: total)
+    return Standing(rank=ahead + 1, of=total, points=mine)
 
 
 # --- groups and villages -------------------------------------------------------------------------
@@ -378,7 +589,8 @@ def places(scope: Scope, period: Period) -> list[PlaceRow]:
     by_group = scope.kind is ScopeKind.VILLAGE
     place_col = VillagerGroup.id if by_group else Village.id
     name_col = VillagerGroup.name if by_group else Village.name
-    sums = _sums(scope, period)
+    # Added up even for one month: hashed once, rather than looked up once per household.
+    sums = _added_up(scope, period).subquery()
     rows = db.session.execute(
         sa.select(
             place_col,

@@ -44,7 +44,7 @@ from ..models import (
 )
 from ..spreadsheets import FORMULA_STARTS
 from ..spreadsheets import safe_rows as _safe_rows
-from . import audit, cards
+from . import audit, cards, monthly
 from .accounts import PHONE_RE, normalize_phone
 from .errors import Forbidden, InvalidInput
 
@@ -504,6 +504,7 @@ def _create(plans: list[HouseholdPlan]) -> int:
         for h in plans
     ]
     ids = _insert_households(households)
+    monthly.count_new_households(row["group_id"] for row in households)  # no flush saw them
     members, accounts_, card_rows = [], [], []
     for household_id, hplan in zip(ids, plans, strict=True):
         for person in hplan.people:

@@ -223,6 +223,42 @@ def test_pages_of_a_ranking_keep_the_ranks_of_the_whole(east):
     ]
 
 
+#: The village's whole ranking this month (test_a_village_ranks_all_its_groups_...).
+EAST_VILLAGE = [
+    (1, "冯九"),
+    (2, "赵一"),
+    (3, "孙三"),
+    (3, "钱二"),
+    (5, "李四"),
+    (5, "卫十二"),
+    (5, "蒋十三"),
+    (8, "沈十四"),
+    (9, "周五"),
+    (9, "郑七"),
+    (9, "褚十一"),
+    (9, "韩十五"),
+    (9, "杨十六"),
+    (14, "吴六"),
+    (15, "陈十"),
+]
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 4, 7, 8, 9, 15, 16])
+def test_pages_of_every_size_add_up_to_the_whole_ranking(east, size):
+    # Pages start and end inside ties, among those with points, with none and below zero;
+    # one month is read by index in stretches, two months (last one empty) by adding up.
+    scope = Scope(ScopeKind.VILLAGE, east["village"])
+    now = rankings.this_month()
+    two_months = Period(PeriodKind.CUSTOM, months_before(now, 1), now)
+    for period_ in (month_of_now(), two_months):
+        pages = [
+            [(r.rank, r.name) for r in rankings.households(scope, period_, limit=size, offset=o)]
+            for o in range(0, 17, size)
+        ]
+        assert [row for page in pages for row in page] == EAST_VILLAGE
+    assert rankings.households(scope, month_of_now(), limit=5, offset=15) == []
+
+
 def test_a_town_ranks_its_villages_households_and_nothing_of_another_town(east):
     scope = Scope(ScopeKind.TOWN, east["town"])
     rows = rankings.households(scope, month_of_now())
