@@ -179,15 +179,23 @@ def counter_checkout(
     As pointsmart/clerk/counter.py's checkout view: the clerk, the shop and the household by
     id (the URL), the card scanned earlier by id (the session), the cart as the form posts it.
     """
+    from sqlalchemy.orm import joinedload
+
     from pointsmart.extensions import db
-    from pointsmart.models import Card, Household, Identification, Shop, User
+    from pointsmart.models import Card, Household, Identification, Shop, User, VillagerGroup
     from pointsmart.services import redemptions
 
     household_id, card_id = household
     with app.app_context():  # a request's lifetime: its own session, removed at the end
-        clerk = db.session.get(User, plan.clerk_id)
+        # Loaded as the request loads them: the user with its grants (accounts.load_session),
+        # the household with its group and village (counter.household_or_404).
+        clerk = db.session.get(User, plan.clerk_id, options=[joinedload(User.grants)])
         shop = db.session.get(Shop, plan.shop_id)
-        customer = db.session.get(Household, household_id)
+        customer = db.session.get(
+            Household,
+            household_id,
+            options=[joinedload(Household.group).joinedload(VillagerGroup.village)],
+        )
         card = db.session.get(Card, card_id)
         cart = redemptions.parse_cart(pairs)
         redemption, _created = redemptions.checkout(

@@ -16,6 +16,7 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from flask_wtf import FlaskForm
+from sqlalchemy.orm import joinedload
 from wtforms import HiddenField, SelectField, StringField, TextAreaField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import InputRequired, Length
@@ -76,7 +77,12 @@ def _served_households(shop: Shop):
 
 def household_or_404(shop: Shop, household_id: int) -> Household:
     """Return a household this shop serves; 404 for any other."""
-    household = db.session.get(Household, household_id)
+    # With its group and village, which serving it and the checkout's audit entry read.
+    household = db.session.get(
+        Household,
+        household_id,
+        options=[joinedload(Household.group).joinedload(VillagerGroup.village)],
+    )
     if household is None or not shop.serves(household):
         abort(404)
     return household
@@ -304,21 +310,24 @@ def checkout(shop_id: int, household_id: int):
         else:
             flash(_("Nothing was redeemed: %(reason)s", reason=error.message), "error")
         return _cart_page(shop, household, typed, status=409 if error.status == 409 else 422)
+    # Read before the commit expires them: nothing is loaded again after it.
+    redemption_id, points, left = redemption.id, redemption.total_points, redemption.balance_after
+    name = household.name
     db.session.commit()
     session.pop("counter", None)
     if created:
         flash(
             _(
                 "Redeemed %(points)s points for %(household)s. %(left)s points left.",
-                points=redemption.total_points,
-                household=household.name,
-                left=redemption.balance_after,
+                points=points,
+                household=name,
+                left=left,
             ),
             "success",
         )
     else:
         flash(_("Already redeemed, nothing added: this is the same redemption."), "info")
-    return redirect(url_for(".redemption", redemption_id=redemption.id))
+    return redirect(url_for(".redemption", redemption_id=redemption_id))
 
 
 @bp.get("/redemptions/<int:redemption_id>")

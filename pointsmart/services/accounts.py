@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 from flask_babel import lazy_gettext as _l
+from sqlalchemy.orm import joinedload
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from ..extensions import db
@@ -191,7 +192,10 @@ def load_session(token: str) -> User | None:
     """Return the user of a live session token, or None when ended, expired or deactivated."""
     if not token:
         return None
-    login = db.session.get(LoginSession, token)
+    # With its user and grants in one query: every page checks the user's roles.
+    login = db.session.get(
+        LoginSession, token, options=[joinedload(LoginSession.user).joinedload(User.grants)]
+    )
     if login is None or login.ended_at is not None or login.expires_at <= utcnow():
         return None
     user = login.user

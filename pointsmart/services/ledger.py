@@ -189,19 +189,25 @@ def _insert(transfer: Transfer, legs: list[tuple[Account, int]]) -> tuple[Transf
     return transfer, True
 
 
-def _apply(transfer: Transfer, floors: dict[int, int]) -> None:
-    """Move the entries into the balances; a floor is checked inside the UPDATE itself."""
+def _apply(transfer: Transfer, floors: dict[int, int]) -> dict[int, int]:
+    """Move the entries into the balances; return {account id: balance after}.
+
+    A floor is checked inside the UPDATE itself, and accounts are updated in id order.
+    """
+    after = {}
     for entry in sorted(transfer.entries, key=lambda e: e.account_id):  # fixed lock order
         stmt = (
             sa.update(Account)
             .where(Account.id == entry.account_id)
             .values(balance=Account.balance + entry.amount)
+            .returning(Account.balance)
             .execution_options(synchronize_session=False)
         )
         floor = floors.get(entry.account_id)
         if floor is not None and entry.amount < 0:
             stmt = stmt.where(Account.balance + entry.amount >= floor)
-        if db.session.execute(stmt).rowcount != 1:
+        balance = db.session.execute(stmt).scalar_one_or_none()
+        if balance is None:
             raise InsufficientPoints(
                 _l(
                     "Not enough points: the household has %(balance)s, this needs %(needed)s.",
@@ -209,7 +215,9 @@ def _apply(transfer: Transfer, floors: dict[int, int]) -> None:
                     needed=-entry.amount,
                 )
             )
+        after[entry.account_id] = balance
         db.session.expire(entry.account, ["balance"])
+    return after
 
 
 def _fresh_balance(account_id: int) -> int:
@@ -488,7 +496,7 @@ def _approvals(transfer: Transfer) -> list[Approval]:
 # --- redemption -------------------------------------------------------------------------
 
 
-def redeem(
+def _redemption(
     *,
     household: Household,
     shop: Shop,
@@ -496,13 +504,10 @@ def redeem(
     clerk: User,
     key: str,
     reason: str,
-    member: Member | None = None,
-    source: tuple[str, int] | None = None,
-) -> Transfer:
-    """Debit a household's spendable points to a shop, posted at once; return it (or the replay).
-
-    Raises Forbidden, InvalidInput, IdempotencyConflict, InsufficientPoints.
-    """
+    member: Member | None,
+    source: tuple[str, int] | None,
+) -> tuple[Transfer, list[tuple[Account, int]]]:
+    """Check a redemption and return its transfer, already posted, and its legs (not added)."""
     points = _check_points(points)
     key = _check_key(key)
     reason = _check_reason(reason)
@@ -522,13 +527,30 @@ def redeem(
         member=member and member.id,
         source=source,
     )
-    spendable = _account(AccountKind.HOUSEHOLD_SPENDABLE, household_id=household.id)
-    shop_account = _account(AccountKind.SHOP, shop_id=shop.id)
+    # Both accounts in one read.
+    accounts = {
+        account.kind: account
+        for account in db.session.scalars(
+            sa.select(Account).where(
+                sa.or_(
+                    sa.and_(
+                        Account.kind == AccountKind.HOUSEHOLD_SPENDABLE,
+                        Account.household_id == household.id,
+                    ),
+                    sa.and_(Account.kind == AccountKind.SHOP, Account.shop_id == shop.id),
+                )
+            )
+        )
+    }
+    if len(accounts) != 2:
+        raise InvalidInput(_l("This household, village or shop has no points account."))
+    # Posted at once (a redemption needs no approval): no PENDING row to update afterwards.
     transfer = Transfer(
         idempotency_key=key,
         fingerprint=fingerprint,
         kind=TransferKind.REDEMPTION,
-        status=TransferStatus.PENDING,
+        status=TransferStatus.POSTED,
+        posted_at=utcnow(),
         amount=points,
         household=household,
         village=household.group.village,
@@ -539,18 +561,94 @@ def redeem(
         source_id=source[1] if source else None,
         recorded_by=clerk,
     )
-    transfer, created = _insert(transfer, [(spendable, -points), (shop_account, points)])
+    legs = [
+        (accounts[AccountKind.HOUSEHOLD_SPENDABLE], -points),
+        (accounts[AccountKind.SHOP], points),
+    ]
+    return transfer, legs
+
+
+def redeem(
+    *,
+    household: Household,
+    shop: Shop,
+    points: int,
+    clerk: User,
+    key: str,
+    reason: str,
+    member: Member | None = None,
+    source: tuple[str, int] | None = None,
+) -> Transfer:
+    """Debit a household's spendable points to a shop, posted at once; return it (or the replay).
+
+    Raises Forbidden, InvalidInput, IdempotencyConflict, InsufficientPoints.
+    """
+    transfer, legs = _redemption(
+        household=household,
+        shop=shop,
+        points=points,
+        clerk=clerk,
+        key=key,
+        reason=reason,
+        member=member,
+        source=source,
+    )
+    transfer, created = _insert(transfer, legs)
     if created:
-        _post_now(transfer, None, {spendable.id: 0})
+        apply_redemption(transfer)
         log.info(
             "clerk %s redeemed %s points for household %s at shop %s (transfer %s)",
             clerk.id,
-            points,
+            transfer.amount,
             household.id,
             shop.id,
             transfer.id,
         )
     return transfer
+
+
+def add_redemption(
+    *,
+    household: Household,
+    shop: Shop,
+    points: int,
+    clerk: User,
+    key: str,
+    reason: str,
+    member: Member | None = None,
+    source: tuple[str, int] | None = None,
+) -> Transfer:
+    """Add a redemption's transfer and entries, posted, to the session; move no points yet.
+
+    For a caller whose own row already holds the event's unique key (a checkout's redemption):
+    the key, proved fresh, is not looked up again and no savepoint is taken. The caller flushes
+    it with its own rows and calls ``apply_redemption`` last, so that the account rows stay
+    locked only until the commit. Raises Forbidden, InvalidInput.
+    """
+    transfer, legs = _redemption(
+        household=household,
+        shop=shop,
+        points=points,
+        clerk=clerk,
+        key=key,
+        reason=reason,
+        member=member,
+        source=source,
+    )
+    db.session.add(transfer)
+    for account, amount in legs:
+        db.session.add(Entry(transfer=transfer, account=account, amount=amount))
+    return transfer
+
+
+def apply_redemption(transfer: Transfer) -> int:
+    """Move a redemption's points, never below zero; return the household's balance after.
+
+    The floor is checked inside the UPDATE, so two clerks at once cannot overdraw.
+    Raises InsufficientPoints.
+    """
+    (debit,) = (entry for entry in transfer.entries if entry.amount < 0)
+    return _apply(transfer, {debit.account_id: 0})[debit.account_id]
 
 
 # --- reversal ---------------------------------------------------------------------------

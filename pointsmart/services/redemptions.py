@@ -1,10 +1,12 @@
 """Redemption at the counter: checkout of a cart, voids, and the end-of-day closing.
 
 A checkout is one transaction: the redemption row goes in first under the checkout's unique
-key (so a double tap or a retry waits for, then finds, the first), then each item's stock is
-taken by a guarded UPDATE (``stock >= quantity``) in item-id order, then the ledger debits
-the points with the floor inside its UPDATE. Any refusal raises, and the request rolls the
-whole transaction back: nothing half-done is ever committed.
+key (so a double tap or a retry waits for, then finds, the first), then its lines, stock
+movements, ledger transfer and audit entry in one flush. The row locks come last, so that they
+are held only until the commit: each item's stock is taken by a guarded UPDATE
+(``stock >= quantity``) in item-id order, then the ledger debits the points with the floor
+inside its UPDATE (accounts in id order). Any refusal raises, and the request rolls the whole
+transaction back: nothing half-done is ever committed.
 """
 
 from __future__ import annotations
@@ -18,8 +20,11 @@ from datetime import date, datetime, time, timedelta
 
 import sqlalchemy as sa
 from flask_babel import lazy_gettext as _l
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from .. import access
 from ..extensions import db
@@ -196,6 +201,28 @@ def find(key: str) -> Redemption | None:
     return db.session.scalar(sa.select(Redemption).where(Redemption.idempotency_key == key))
 
 
+def _insert_fresh(**values) -> Redemption | None:
+    """Insert a redemption unless its key is taken; return it, or None.
+
+    ON CONFLICT DO NOTHING instead of a savepoint: an INSERT of a key that a concurrent
+    transaction holds waits for it, then inserts nothing, and the caller's transaction stays
+    usable to read the winner.
+    """
+    insert = pg_insert if db.session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    redemption = db.session.scalar(
+        insert(Redemption)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["idempotency_key"])
+        .returning(Redemption)
+    )
+    if redemption is not None:
+        # A new row has no lines, movements or voids: marked loaded and empty, the rows
+        # added below read back without a query.
+        for name in ("lines", "movements", "voids"):
+            set_committed_value(redemption, name, [])
+    return redemption
+
+
 def _replay(existing: Redemption, fingerprint: str) -> Redemption:
     if existing.fingerprint != fingerprint:
         raise IdempotencyConflict()
@@ -276,39 +303,38 @@ def checkout(
             )
         )
 
-    redemption = Redemption(
+    reason = _reason(priced)
+    # First, under the unique key: a concurrent twin waits here, then finds this one.
+    redemption = _insert_fresh(
         idempotency_key=key,
         fingerprint=fingerprint,
-        shop=shop,
-        household=household,
-        member=member,
-        clerk=clerk,
+        shop_id=shop.id,
+        household_id=household.id,
+        member_id=member and member.id,
+        clerk_id=clerk.id,
         identified_by=identified_by,
-        card=card,
+        card_id=card and card.id,
         total_points=priced.total,
         balance_after=0,
     )
-    try:
-        # First, under the unique key: a concurrent twin waits here, then finds this one.
-        with db.session.begin_nested():
-            db.session.add(redemption)
-            db.session.flush()
-    except IntegrityError:
+    if redemption is None:  # the key is taken, by a twin that committed first
         existing = find(key)
-        if existing is None:
-            raise
+        if existing is None:  # cannot be: redemptions are never deleted
+            raise RuntimeError(f"checkout key {key!r} is taken but has no redemption")
         return _replay(existing, fingerprint), False
 
-    for line in priced.lines:  # item-id order, then accounts: one lock order for everyone
-        taken = db.session.execute(
-            sa.update(Item)
-            .where(Item.id == line.item.id, Item.stock >= line.quantity, Item.is_active.is_(True))
-            .values(stock=Item.stock - line.quantity)
-            .execution_options(synchronize_session=False)
-        ).rowcount
-        if taken != 1:
-            raise catalogue.out_of_stock(line.item, line.quantity)
-        db.session.expire(line.item, ["stock"])
+    # The redemption's key proved this checkout fresh, so the ledger's derived key is too.
+    transfer = ledger.add_redemption(
+        household=household,
+        shop=shop,
+        points=priced.total,
+        clerk=clerk,
+        key=f"checkout:{key}",
+        reason=reason,
+        member=member,
+        source=("redemption", redemption.id),
+    )
+    for line in priced.lines:
         db.session.add(
             RedemptionLine(
                 redemption=redemption,
@@ -328,26 +354,33 @@ def checkout(
                 user=clerk,
             )
         )
-    transfer = ledger.redeem(
-        household=household,
-        shop=shop,
-        points=priced.total,
-        clerk=clerk,
-        key=f"checkout:{key}",
-        reason=_reason(priced),
-        member=member,
-        source=("redemption", redemption.id),
-    )
-    redemption.transfer = transfer
-    redemption.balance_after = ledger.balance_of(household).spendable
-    db.session.flush()
     audit.record(
         "redemption.checkout",
         clerk,
         redemption,
-        summary=f"{household.name}: -{priced.total} {_reason(priced)}",
+        summary=f"{household.name}: -{priced.total} {reason}",
         town_id=shop.town_id,
         village_id=household.group.village_id,
+    )
+    db.session.flush()  # every INSERT at once, before any row lock is taken
+
+    for line in priced.lines:  # item-id order, then accounts: one lock order for everyone
+        taken = db.session.execute(
+            sa.update(Item)
+            .where(Item.id == line.item.id, Item.stock >= line.quantity, Item.is_active.is_(True))
+            .values(stock=Item.stock - line.quantity)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        if taken != 1:
+            raise catalogue.out_of_stock(line.item, line.quantity)
+        db.session.expire(line.item, ["stock"])
+    balance = ledger.apply_redemption(transfer)
+    # One UPDATE, no flush: the ORM sets the same values on the object in memory.
+    db.session.execute(
+        sa.update(Redemption)
+        .where(Redemption.id == redemption.id)
+        .values(transfer_id=transfer.id, balance_after=balance)
+        .execution_options(synchronize_session="evaluate")
     )
     log.info(
         "clerk %s redeemed %s points for household %s at shop %s (redemption %s)",
