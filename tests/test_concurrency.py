@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import pytest
 import sqlalchemy as sa
@@ -275,4 +276,43 @@ def test_two_reversals_of_one_redemption_make_one(app, make, place):
     ).all()
     assert [r.id for r in reversals] == [o.transfer_id for o in outcomes if o.error is None]
     assert spendable(k["household"]) == 50
+    assert_books_clean()
+
+
+def test_clearing_and_deductions_posted_at_once_do_not_deadlock(app, make, place):
+    """Clearing locks the household's account and the village sink in id order, as postings do."""
+    make.funded(place["household"], 100)
+    deductions = [
+        ledger.record(
+            kind=TransferKind.DEDUCTION,
+            household=place["household"],
+            points=1,
+            reason="乱扔垃圾",
+            recorded_by=place["cadre"],
+            key=f"deduct-{i}",
+        )
+        for i in range(THREADS // 2)
+    ]
+    k = ids(household=place["household"], committee=place["committee"])
+    pending_ids = [d.id for d in deductions]
+    db.session.commit()
+
+    def load(i):
+        household = db.session.get(Household, k["household"])
+        household.group.village  # noqa: B018
+        transfer = db.session.get(Transfer, pending_ids[i // 2]) if i % 2 else None
+        return household, transfer, db.session.get(User, k["committee"])
+
+    def act(i, household, transfer, committee):
+        if transfer is not None:
+            return ledger.post(transfer, committee)
+        cleared = ledger.clear(household, f"clear-{i}", "年度清零", committee)
+        return cleared or SimpleNamespace(id=None)  # nothing left to clear
+
+    # A deadlock would surface here as a database error from a thread, not as a refusal.
+    outcomes = race(app, THREADS, load, act)
+
+    clearings = [o for i, o in enumerate(outcomes) if i % 2 == 0 and o.transfer_id]
+    assert len(clearings) == 1
+    assert spendable(k["household"]) <= 0
     assert_books_clean()

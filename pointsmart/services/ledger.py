@@ -815,7 +815,7 @@ def clear(
     """Move a household's whole positive spendable balance to the village sink; honour untouched.
 
     Returns the clearing transfer (or the replay under the same key), or None when there is
-    nothing to clear. The account row is locked first, so a redemption at the same moment
+    nothing to clear. The account rows are locked first, so a redemption at the same moment
     either comes before (less is cleared) or after (finds nothing left).
     """
     key = _check_key(key)
@@ -823,13 +823,21 @@ def clear(
     if existing is not None:
         return existing
     spendable = _account(AccountKind.HOUSEHOLD_SPENDABLE, household_id=household.id)
-    balance = db.session.scalar(
-        sa.select(Account.balance).where(Account.id == spendable.id).with_for_update()
-    )
-    if balance <= 0:
-        return None
     village = household.group.village
     sink = _account(AccountKind.VILLAGE_SINK, village_id=village.id)
+    # Both rows locked now, in id order like every posting, so a deduction posted at the same
+    # moment (sink first, by id) cannot deadlock with this clearing.
+    balances = dict(
+        db.session.execute(
+            sa.select(Account.id, Account.balance)
+            .where(Account.id.in_([spendable.id, sink.id]))
+            .order_by(Account.id)
+            .with_for_update()
+        ).all()
+    )
+    balance = balances[spendable.id]
+    if balance <= 0:
+        return None
     transfer = Transfer(
         idempotency_key=key,
         fingerprint=_fingerprint(kind=TransferKind.CLEARING.value, household=household.id, key=key),
