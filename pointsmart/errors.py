@@ -46,7 +46,9 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(400)
     def bad_request(error):
         if _wants_json():
-            return _render(400, _("Bad request"), _("The request could not be read: send valid JSON."))
+            return _render(
+                400, _("Bad request"), _("The request could not be read: send valid JSON.")
+            )
         return _render(
             400, _("Bad request"), _("The form was incomplete or had expired. Please try again.")
         )
@@ -96,7 +98,9 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(ApiError)
     def api_error(error: ApiError):
-        return _render(error.status, _("Cannot do this"), str(error.message), error.code, error.details)
+        return _render(
+            error.status, _("Cannot do this"), str(error.message), error.code, error.details
+        )
 
     @app.errorhandler(422)
     def unprocessable(error):

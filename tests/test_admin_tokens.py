@@ -78,18 +78,19 @@ def test_a_scanner_token_is_shown_once_works_and_is_listed_without_its_secret(w,
     # The list names it, its role and place, never the secret.
     listing = text(admin.get("/admin/tokens/"))
     assert "超市扫码枪" in listing and token.prefix in listing and secret not in listing
-    assert db.session.scalar(
-        sa.select(sa.func.count()).select_from(AuditEntry).where(
-            AuditEntry.action == "api_token.issue"
+    assert (
+        db.session.scalar(
+            sa.select(sa.func.count())
+            .select_from(AuditEntry)
+            .where(AuditEntry.action == "api_token.issue")
         )
-    ) == 1
+        == 1
+    )
 
 
 def test_revoking_stops_the_token_at_once(w, as_user):
     admin = as_user(w["admin"])
-    secret = SECRET_RE.search(
-        text(issue(admin, "看板", "admin", f"town:{w['town'].id}"))
-    ).group(1)
+    secret = SECRET_RE.search(text(issue(admin, "看板", "admin", f"town:{w['town'].id}"))).group(1)
     token = db.session.scalar(sa.select(ApiToken))
     url = f"/api/v1/villages/{w['village'].id}/totals"
     headers = {"Authorization": f"Bearer {secret}"}
@@ -140,9 +141,7 @@ def test_another_towns_administrator_can_neither_issue_here_nor_see_or_revoke(w,
     assert far.post(f"/admin/tokens/{token.id}/revoke").status_code == 404
     refused = issue(far, "偷用", "clerk", f"shop:{w['shop'].id}")
     assert refused.status_code == 200 and "token-secret" not in text(refused)
-    stolen = far.post(
-        f"/admin/households/{w['household'].id}/tokens", data={"name": "偷用"}
-    )
+    stolen = far.post(f"/admin/households/{w['household'].id}/tokens", data={"name": "偷用"})
     assert stolen.status_code == 404
     db.session.expire_all()
     assert count_tokens() == 1 and db.session.get(ApiToken, token.id).revoked_at is None
@@ -150,9 +149,7 @@ def test_another_towns_administrator_can_neither_issue_here_nor_see_or_revoke(w,
 
 def test_a_household_token_reads_its_own_balance_only(w, as_user, make):
     admin = as_user(w["admin"])
-    page = admin.post(
-        f"/admin/households/{w['household'].id}/tokens", data={"name": "小程序"}
-    )
+    page = admin.post(f"/admin/households/{w['household'].id}/tokens", data={"name": "小程序"})
     secret = SECRET_RE.search(text(page)).group(1)
     api = admin.application.test_client()
     headers = {"Authorization": f"Bearer {secret}"}

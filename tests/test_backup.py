@@ -28,7 +28,9 @@ def busy_village(make):
     sale, _ = redemptions.checkout(
         shop=shop, household=household, cart={item.id: 3}, clerk=clerk, key="backup-sale"
     )
-    redemptions.void(sale, clerk, reason="退一条", key="backup-void", quantities={sale.lines[0].id: 1})
+    redemptions.void(
+        sale, clerk, reason="退一条", key="backup-void", quantities={sale.lines[0].id: 1}
+    )
     db.session.commit()
     return household
 

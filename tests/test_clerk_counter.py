@@ -246,7 +246,9 @@ def test_the_same_key_for_another_cart_changes_nothing(client, w):
     _, key = review(client, w, {w.soap: 1})
     client.post(checkout_url(w), data={f"qty-{w.soap.id}": "1", "key": key, "total": "5"})
     before = state(w)
-    response = client.post(checkout_url(w), data={f"qty-{w.soap.id}": "3", "key": key, "total": "15"})
+    response = client.post(
+        checkout_url(w), data={f"qty-{w.soap.id}": "3", "key": key, "total": "15"}
+    )
     assert response.status_code == 422
     assert "already used for another cart" in text_of(response)
     assert state(w) == before
@@ -281,7 +283,9 @@ def test_bad_carts_are_refused_with_a_message_and_change_nothing(client, w, quan
 def test_an_inactive_item_or_another_shops_item_cannot_be_redeemed(client, w):
     login(client, w.clerk)
     client.post("/language", data={"locale": "en"})
-    foreign = catalogue.create_item(w.far_shop, catalogue.ItemData("外村货", "其他", 1), w.far_clerk)
+    foreign = catalogue.create_item(
+        w.far_shop, catalogue.ItemData("外村货", "其他", 1), w.far_clerk
+    )
     w.soap.is_active = False
     db.session.commit()
     before = state(w)
@@ -298,7 +302,9 @@ def test_a_price_change_during_the_review_is_caught(client, w):
     w.soap.points = 6
     db.session.commit()
     before = state(w)
-    response = client.post(checkout_url(w), data={f"qty-{w.soap.id}": "2", "key": key, "total": "10"})
+    response = client.post(
+        checkout_url(w), data={f"qty-{w.soap.id}": "2", "key": key, "total": "10"}
+    )
     assert "Prices changed" in text_of(response)
     assert state(w) == before
 
@@ -321,7 +327,9 @@ def test_outside_the_exchange_window_nothing_is_redeemed(client, w):
     assert response.status_code == 409
     assert "exchanges points only on day" in text_of(response)
     assert state(w) == before
-    catalogue.set_exchange_window(w.shop, w.clerk, days=None, opens_at=time(0), closes_at=time(23, 59))
+    catalogue.set_exchange_window(
+        w.shop, w.clerk, days=None, opens_at=time(0), closes_at=time(23, 59)
+    )
 
 
 def test_a_clerk_of_another_shop_cannot_open_this_counter_or_redemptions(client, w):
@@ -422,7 +430,13 @@ def test_a_clerk_adds_an_item_and_receives_goods(client, w):
     login(client, w.clerk)
     response = client.post(
         f"/clerk/shops/{w.shop.id}/items/new",
-        data={"name": "酱油", "category": "粮油", "points": "８", "low_stock_at": "2", "is_active": "y"},
+        data={
+            "name": "酱油",
+            "category": "粮油",
+            "points": "８",
+            "low_stock_at": "2",
+            "is_active": "y",
+        },
     )
     item = db.session.scalar(sa.select(Item).where(Item.name == "酱油"))
     assert response.headers["Location"] == f"/clerk/items/{item.id}"
@@ -431,7 +445,13 @@ def test_a_clerk_adds_an_item_and_receives_goods(client, w):
     key = KEY.search(page).group(1)
     client.post(
         f"/clerk/items/{item.id}/intake",
-        data={"key": key, "quantity": "12", "cost": "35.50", "funding": "donated", "donor": "县妇联"},
+        data={
+            "key": key,
+            "quantity": "12",
+            "cost": "35.50",
+            "funding": "donated",
+            "donor": "县妇联",
+        },
     )
     db.session.refresh(item)
     movement = db.session.scalar(sa.select(StockMovement).where(StockMovement.item_id == item.id))

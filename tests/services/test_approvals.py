@@ -388,6 +388,7 @@ def race(app, n: int, load, act) -> list[Outcome]:
 def approve_in_threads(app, transfer_id: int, member_ids: list[int]) -> list[Outcome]:
     # Reading the ids opened a transaction; on SQLite it would hold the write lock.
     db.session.commit()
+
     def load(i):
         transfer = db.session.get(Transfer, transfer_id)
         transfer.village.town  # noqa: B018  (loaded now: each thread acts on a stale view)
