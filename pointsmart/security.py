@@ -86,7 +86,8 @@ def init_app(app: Flask) -> None:
             response.mimetype == "text/html"
             and "Cache-Control" not in h
             and current_user
-            and current_user.is_authenticated
+            # Not is_authenticated: that reads is_active, reloading the user after the commit.
+            and not current_user.is_anonymous
         ):
             h["Cache-Control"] = "no-store"
         return response
