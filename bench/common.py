@@ -25,11 +25,12 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+import sqlalchemy as sa
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
@@ -693,3 +694,52 @@ def run_wrk(url: str, script: Path, connections: int, seconds: float, timeout: i
         },
         command=" ".join(["wrk", *args[1:-3], "-s", script.name, "URL"]),
     )
+
+
+# --- timing service calls ----------------------------------------------------------------------
+
+
+@dataclass
+class Timing:
+    what: str
+    seconds: list[float]
+    result: object
+    statements: list[tuple[str, dict]]
+    target_ms: float | None = None
+
+    @property
+    def median_ms(self) -> float:
+        return statistics.median(self.seconds) * 1000
+
+
+@contextlib.contextmanager
+def captured(engine):
+    """Collect the SQL statements and parameters sent while the block runs."""
+    statements: list[tuple[str, dict]] = []
+
+    def before(conn, cursor, statement, parameters, context, executemany):
+        statements.append((statement, parameters))
+
+    sa.event.listen(engine, "before_cursor_execute", before)
+    try:
+        yield statements
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", before)
+
+
+def timed(what: str, fn: Callable[[], object], repeat: int, target_ms=None) -> Timing:
+    """Call fn once untimed with its statements captured, then ``repeat`` times timed."""
+    from pointsmart.extensions import db
+
+    with captured(db.engine) as statements:
+        result = fn()
+    db.session.rollback()
+    seconds = []
+    for _ in range(repeat):
+        began = time.perf_counter()
+        result = fn()
+        seconds.append(time.perf_counter() - began)
+        db.session.rollback()
+    timing = Timing(what, seconds, result, statements, target_ms)
+    print(f"{what}: median {timing.median_ms:.1f} ms", flush=True)
+    return timing

@@ -24,12 +24,9 @@ the slow calls and of those with a target (all of it in ``bench/data/rankings-ex
 
 from __future__ import annotations
 
-import contextlib
 import os
-import statistics
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import astuple, dataclass
 from datetime import date
 from decimal import Decimal
@@ -38,6 +35,7 @@ import psycopg
 import sqlalchemy as sa
 
 from bench import common
+from bench.common import timed
 
 #: Issue 9's targets, in milliseconds.
 TARGET_TOP = 5.0
@@ -206,52 +204,6 @@ def county_scope(town_ids: list[int]):
 
     first = db.session.get(Town, town_ids[0])
     return CountyScope(rankings.ScopeKind.TOWN, first, tuple(town_ids))
-
-
-@dataclass
-class Timing:
-    what: str
-    seconds: list[float]
-    result: object
-    statements: list[tuple[str, dict]]
-    target_ms: float | None = None
-
-    @property
-    def median_ms(self) -> float:
-        return statistics.median(self.seconds) * 1000
-
-
-@contextlib.contextmanager
-def captured(engine):
-    """Collect the SQL statements and parameters sent while the block runs."""
-    statements: list[tuple[str, dict]] = []
-
-    def before(conn, cursor, statement, parameters, context, executemany):
-        statements.append((statement, parameters))
-
-    sa.event.listen(engine, "before_cursor_execute", before)
-    try:
-        yield statements
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", before)
-
-
-def timed(what: str, fn: Callable[[], object], repeat: int, target_ms=None) -> Timing:
-    """Call fn once untimed with its statements captured, then ``repeat`` times timed."""
-    from pointsmart.extensions import db
-
-    with captured(db.engine) as statements:
-        result = fn()
-    db.session.rollback()
-    seconds = []
-    for _ in range(repeat):
-        began = time.perf_counter()
-        result = fn()
-        seconds.append(time.perf_counter() - began)
-        db.session.rollback()
-    timing = Timing(what, seconds, result, statements, target_ms)
-    print(f"{what}: median {timing.median_ms:.1f} ms", flush=True)
-    return timing
 
 
 def explain(statements: list[tuple[str, dict]]) -> list[str]:

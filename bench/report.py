@@ -25,15 +25,12 @@ BUFFERS) of the statements of the town's monthly report, slowest first (all of t
 from __future__ import annotations
 
 import calendar
-import contextlib
 import hashlib
 import itertools
 import random
-import statistics
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
@@ -41,6 +38,7 @@ import psycopg
 import sqlalchemy as sa
 
 from bench import common
+from bench.common import Timing, timed
 
 #: Issue 9's targets, in milliseconds.
 TARGET_SCREEN = 1000.0
@@ -783,52 +781,6 @@ def load(db: common.Database, tables: Tables) -> dict[str, float]:
 
 
 # --- what is timed -------------------------------------------------------------------------------
-
-
-@dataclass
-class Timing:
-    what: str
-    seconds: list[float]
-    result: object
-    statements: list[tuple[str, dict]]
-    target_ms: float | None = None
-
-    @property
-    def median_ms(self) -> float:
-        return statistics.median(self.seconds) * 1000
-
-
-@contextlib.contextmanager
-def captured(engine):
-    """Collect the SQL statements and parameters sent while the block runs."""
-    statements: list[tuple[str, dict]] = []
-
-    def before(conn, cursor, statement, parameters, context, executemany):
-        statements.append((statement, parameters))
-
-    sa.event.listen(engine, "before_cursor_execute", before)
-    try:
-        yield statements
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", before)
-
-
-def timed(what: str, fn: Callable[[], object], repeat: int, target_ms=None) -> Timing:
-    """Call fn once untimed with its statements captured, then ``repeat`` times timed."""
-    from pointsmart.extensions import db
-
-    with captured(db.engine) as statements:
-        result = fn()
-    db.session.rollback()
-    seconds = []
-    for _ in range(repeat):
-        began = time.perf_counter()
-        result = fn()
-        seconds.append(time.perf_counter() - began)
-        db.session.rollback()
-    timing = Timing(what, seconds, result, statements, target_ms)
-    print(f"{what}: median {timing.median_ms:.0f} ms", flush=True)
-    return timing
 
 
 def explain(statements: list[tuple[str, dict]]) -> list[tuple[float, str, str]]:

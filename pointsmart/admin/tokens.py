@@ -104,7 +104,10 @@ def _list(form: TokenForm):
     pagination = page_of(
         sa.select(ApiToken)
         .where(ApiToken.town_id.in_(my_town_ids()))
-        .options(selectinload(ApiToken.user).selectinload(User.grants))
+        .options(
+            selectinload(ApiToken.user).selectinload(User.grants),
+            selectinload(ApiToken.created_by),
+        )
         .order_by(ApiToken.revoked_at.is_not(None), ApiToken.created_at.desc(), ApiToken.id.desc())
     )
     return render_template(
