@@ -122,11 +122,15 @@ def test_history_pages_65_records_newest_first_thirty_a_page(client, login_as, w
 
 
 def test_home_keeps_its_short_list_and_links_to_the_whole_history(client, login_as, w):
-    award(w, w.home, 5, "垃圾分类合格", "home-1")
+    for n in range(1, 13):
+        award(w, w.home, n, f"垃圾分类合格第{n:02d}次", f"home-{n}")
     db.session.commit()
     login_as(w.villager)
     page = text(client.get("/me/"))
-    assert "垃圾分类合格" in page
+    # The ten latest, newest first; the rest are a tap away on the history page.
+    listed = page[page.index('<ul class="entries">') :]
+    shown = re.findall(r"<strong>垃圾分类合格第(\d\d)次", listed)
+    assert shown == [f"{n:02d}" for n in range(12, 2, -1)]
     assert 'href="/me/history"' in page and 'href="/me/shop"' in page
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 import functools
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 
@@ -534,18 +534,58 @@ class Standing:
 
 def standing(household: Household, scope: Scope, period: Period) -> Standing:
     """Return a household's rank among the active households of the scope, and its points."""
-    mine = db.session.scalar(
-        sa.select(sa.func.sum(HouseholdMonth.points)).where(
-            HouseholdMonth.household_id == household.id,
-            scope.months_filter(),
-            HouseholdMonth.month >= period.start,
-            HouseholdMonth.month <= period.end,
+    return standings(household, [scope], period)[0]
+
+
+def standings(household: Household, scopes: Sequence[Scope], period: Period) -> list[Standing]:
+    """Return the household's standing in each scope, all read in one statement.
+
+    A rank is 1 + the number of active households with more points; below zero, every
+    household without a row is ahead too, so the count is taken from the other end.
+    """
+    columns = []
+    for scope in scopes:
+        # Cast back from SUM's wider type, so the comparisons below stay index conditions.
+        mine = sa.cast(
+            sa.select(sa.func.coalesce(sa.func.sum(HouseholdMonth.points), 0))
+            .where(
+                HouseholdMonth.household_id == household.id,
+                scope.months_filter(),
+                HouseholdMonth.month >= period.start,
+                HouseholdMonth.month <= period.end,
+            )
+            .scalar_subquery(),
+            HouseholdMonth.points.type,
         )
-    )
-    mine = int(mine or 0)
-    total = count_households(scope)
-    ahead = _ahead(_sums(scope, period), mine, lambda: total)
-    return Standing(rank=ahead + 1, of=total, points=mine)
+        total = sa.func.coalesce(
+            sa.select(sa.func.sum(VillagerGroup.active_households))
+            .join(Village, VillagerGroup.village_id == Village.id)
+            .where(scope.households_filter())
+            .scalar_subquery(),
+            0,
+        )
+        if _one_month(period):
+            # The month's rows as they are: the scope's ranking index answers both counts.
+            points = HouseholdMonth.points
+            rows = sa.select(sa.func.count()).where(
+                scope.months_filter(),
+                HouseholdMonth.is_active == sa.true(),
+                HouseholdMonth.month == period.start,
+            )
+        else:
+            sums = _added_up(scope, period).subquery()
+            points = sums.c.points
+            rows = sa.select(sa.func.count()).select_from(sums)
+        above, at_or_below = rows.where(points > mine), rows.where(points <= mine)
+        ahead = sa.case(
+            (mine >= 0, above.scalar_subquery()), else_=total - at_or_below.scalar_subquery()
+        )
+        columns += [mine, total, ahead]
+    row = db.session.execute(sa.select(*columns)).one()
+    return [
+        Standing(rank=int(ahead) + 1, of=int(total), points=int(mine))
+        for mine, total, ahead in zip(*[iter(row)] * 3, strict=True)
+    ]
 
 
 # --- groups and villages -------------------------------------------------------------------------

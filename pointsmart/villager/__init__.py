@@ -5,20 +5,31 @@ from __future__ import annotations
 import sqlalchemy as sa
 from flask import Blueprint, render_template
 from flask_login import current_user
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import joinedload, selectinload
 
 from ..auth import role_required
 from ..extensions import db
-from ..models import Household, Role, Transfer
+from ..models import Household, Role, Transfer, VillagerGroup
 from ..services import clearing, ledger, photos, rankings
 
 bp = Blueprint("villager", __name__, url_prefix="/me")
 
+#: The latest changes the home page lists; the history page has them all, thirty a page.
+HOME_LINES = 10
+
 
 def my_household() -> Household:
-    """Return the household of the logged-in villager."""
+    """Return the household of the logged-in villager, with its group, village and members."""
     grant = next(g for g in current_user.grants if g.role is Role.VILLAGER)
-    return db.get_or_404(Household, grant.household_id)
+    # Every villager page names the group and village: one read instead of three.
+    return db.get_or_404(
+        Household,
+        grant.household_id,
+        options=[
+            joinedload(Household.group).joinedload(VillagerGroup.village),
+            selectinload(Household.members),
+        ],
+    )
 
 
 def month_ranks(household: Household) -> dict[str, rankings.Standing] | None:
@@ -28,10 +39,8 @@ def month_ranks(household: Household) -> dict[str, rankings.Standing] | None:
     period = rankings.month_period(rankings.this_month())
     group = rankings.Scope(rankings.ScopeKind.GROUP, household.group)
     village = rankings.Scope(rankings.ScopeKind.VILLAGE, household.group.village)
-    return {
-        "group": rankings.standing(household, group, period),
-        "village": rankings.standing(household, village, period),
-    }
+    in_group, in_village = rankings.standings(household, [group, village], period)
+    return {"group": in_group, "village": in_village}
 
 
 @bp.get("/")
@@ -43,15 +52,16 @@ def home():
         sa.select(Transfer)
         .where(Transfer.household_id == household.id)
         .order_by(Transfer.created_at.desc(), Transfer.id.desc())
-        .limit(30)
-        # Each history line names recorder, approver, member and what it reverses.
+        .limit(HOME_LINES)
+        # Each line names recorder, approver, member, shop and what it reverses or refunds:
+        # all many-to-one, so joined into the one read.
         .options(
-            selectinload(Transfer.recorded_by),
-            selectinload(Transfer.approved_by),
-            selectinload(Transfer.member),
-            selectinload(Transfer.reverses),
-            selectinload(Transfer.refunds),
-            selectinload(Transfer.shop),
+            joinedload(Transfer.recorded_by),
+            joinedload(Transfer.approved_by),
+            joinedload(Transfer.member),
+            joinedload(Transfer.reverses),
+            joinedload(Transfer.refunds),
+            joinedload(Transfer.shop),
         )
     ).all()
     balance = ledger.balance_of(household)
