@@ -530,7 +530,8 @@ def free_port() -> int:
 
 
 class Gunicorn:
-    """Serve a WSGI app with gunicorn, sync workers (one per core by default), on loopback.
+    """Serve a WSGI app with gunicorn, sync workers (one per core by default; with ``threads``
+    above 1, threaded workers), on loopback.
 
     ``env`` is added to this process's environment; ``ready`` is a path that must answer
     (any status below 500) before the server counts as up. The server's stderr (the app's log
@@ -538,12 +539,13 @@ class Gunicorn:
     """
 
     def __init__(self, app: str, env: dict[str, str], log: Path, ready: str = "/",
-                 workers: int | None = None) -> None:  # fmt: skip
+                 workers: int | None = None, threads: int = 1) -> None:  # fmt: skip
         self.app = app
         self.env = env
         self.log = log
         self.ready = ready
         self.workers = workers or os.cpu_count() or 1
+        self.threads = threads
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._proc: subprocess.Popen | None = None
@@ -555,7 +557,9 @@ class Gunicorn:
         return [
             *start,
             "--workers", str(self.workers),
-            "--worker-class", "sync",
+            # Threads need gunicorn's threaded worker; one thread is the plain sync worker.
+            *(("--worker-class", "gthread", "--threads", str(self.threads))
+              if self.threads > 1 else ("--worker-class", "sync")),
             "--bind", f"127.0.0.1:{self.port}",
             "--log-level", "warning",
             self.app,

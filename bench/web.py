@@ -828,9 +828,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pool", type=int, default=100, help="households scanned per counter (100)")
     p.add_argument("--scale", type=int, default=10, help="pgbench scale factor (default 10)")
     p.add_argument(
-        "--workers", type=int, default=os.cpu_count(), help="gunicorn sync workers (one per core)"
+        "--workers",
+        type=int,
+        help="gunicorn workers (default: one per core; sqlite: one, as the README serves it)",
     )
+    p.add_argument("--threads", type=int, default=1, help="threads per worker (default 1)")
     args = p.parse_args(argv)
+    # SQLite is served as the README says: one sync process, since it lets one writer in at a
+    # time and every transaction begins IMMEDIATE (pointsmart/extensions.py).
+    sqlite = args.database == "sqlite"
+    args.workers = args.workers or (1 if sqlite else os.cpu_count())
     clients = args.clients or ([2] if args.database == "sqlite" else [2, 8])
     shape = QUICK if args.quick else generate.SHAPES["town"]
     facts = common.machine(args.server)
@@ -872,6 +879,7 @@ def main(argv: list[str] | None = None) -> int:
             log,
             ready="/login/staff",
             workers=args.workers,
+            threads=args.threads,
         ) as server:
             began = time.perf_counter()
             for counter in counters:
@@ -1000,8 +1008,10 @@ def describe(args, shape, clients, rows, sql_rows, notes, failures) -> str:
         f"Data: a generated town (bench/generate.py) of {shape.households:,} households "
         f"({shape.villages} villages), a year of history"
         + (", copied into SQLite" if sqlite else "")
-        + f". gunicorn `pointsmart.wsgi:app`, {args.workers} sync workers"
-        + (" (one per core)" if args.workers == os.cpu_count() else "")
+        + f". gunicorn `pointsmart.wsgi:app`, {args.workers} "
+        + (f"worker(s) of {args.threads} threads" if args.threads > 1 else "sync worker(s)")
+        + (" (one per core)" if args.workers == os.cpu_count() and args.threads == 1 else "")
+        + (" (as the README serves SQLite)" if sqlite and args.workers == 1 else "")
         + ", "
         "logging at INFO as in production; wrk on loopback, one thread per connection. Each "
         "connection is a clerk logged in through the staff login page, at the counter of a shop "
