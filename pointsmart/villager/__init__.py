@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from flask import Blueprint, render_template
 from flask_login import current_user
-from sqlalchemy.orm import joinedload, selectinload
+from sqlalchemy.orm import joinedload
 
 from ..auth import role_required
 from ..extensions import db
@@ -19,16 +19,13 @@ HOME_LINES = 10
 
 
 def my_household() -> Household:
-    """Return the household of the logged-in villager, with its group, village and members."""
+    """Return the household of the logged-in villager, with its group and village."""
     grant = next(g for g in current_user.grants if g.role is Role.VILLAGER)
     # Every villager page names the group and village: one read instead of three.
     return db.get_or_404(
         Household,
         grant.household_id,
-        options=[
-            joinedload(Household.group).joinedload(VillagerGroup.village),
-            selectinload(Household.members),
-        ],
+        options=[joinedload(Household.group).joinedload(VillagerGroup.village)],
     )
 
 
