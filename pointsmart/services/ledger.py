@@ -872,19 +872,25 @@ class Mismatch:
 
 def check() -> tuple[list[Mismatch], list[int]]:
     """Recompute every balance from posted entries; return (mismatched accounts, unbalanced transfers)."""
-    computed = dict(
-        db.session.execute(
-            sa.select(Entry.account_id, sa.func.sum(Entry.amount))
-            .join(Transfer, Entry.transfer_id == Transfer.id)
-            .where(Transfer.status == TransferStatus.POSTED)
-            .group_by(Entry.account_id)
-        ).all()
+    sums = (
+        sa.select(Entry.account_id, sa.func.sum(Entry.amount).label("total"))
+        .join(Transfer, Entry.transfer_id == Transfer.id)
+        .where(Transfer.status == TransferStatus.POSTED)
+        .group_by(Entry.account_id)
+        .subquery()
     )
-    mismatches = []
-    for account in db.session.scalars(sa.select(Account).order_by(Account.id)):
-        total = int(computed.get(account.id, 0))
-        if total != account.balance:
-            mismatches.append(Mismatch(account.id, describe(account), account.balance, total))
+    total = sa.func.coalesce(sums.c.total, 0)
+    # The database compares; only the accounts that differ come back as objects.
+    rows = db.session.execute(
+        sa.select(Account, Account.balance, total)
+        .outerjoin(sums, sums.c.account_id == Account.id)
+        .where(Account.balance != total)
+        .order_by(Account.id)
+    ).all()
+    mismatches = [
+        Mismatch(account.id, describe(account), balance, int(computed))
+        for account, balance, computed in rows
+    ]
     unit_of = sa.case(
         (Account.kind.in_([AccountKind.HOUSEHOLD_HONOUR, AccountKind.VILLAGE_HONOUR]), "honour"),
         else_="spendable",

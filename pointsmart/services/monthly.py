@@ -16,7 +16,7 @@ bulk insert, which no flush sees, calls ``count_new_households``.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import date
 
 import sqlalchemy as sa
@@ -28,6 +28,8 @@ from ..models import Household, HouseholdMonth, Transfer, TransferKind, Transfer
 from ..models import VillagerGroup as Group
 from ..timeutil import to_local
 
+#: Households per chunk when check and rebuild go through every month: bounds their memory.
+CHUNK_HOUSEHOLDS = 5_000
 _COUNTED = (TransferKind.AWARD, TransferKind.DEDUCTION)
 _FIGURES = ("points", "awarded", "deducted", "awards", "deductions")
 #: Copied from the household, its group and its village (see _place).
@@ -198,8 +200,38 @@ def count(transfer: Transfer, sign: int = 1) -> None:
     )
 
 
-def recompute() -> dict[tuple[int, date], dict[str, int]]:
-    """Return {(household, month): figures} derived from the posted transfers alone."""
+def _household_chunks() -> Iterator[tuple[int | None, int | None]]:
+    """Yield (after, upto) household id bounds of CHUNK_HOUSEHOLDS households each, in order.
+
+    None leaves a side open, so the chunks together cover every id, even one no household has.
+    """
+    after = None
+    while True:
+        query = sa.select(Household.id).order_by(Household.id)
+        if after is not None:
+            query = query.where(Household.id > after)
+        upto = db.session.scalar(query.offset(CHUNK_HOUSEHOLDS - 1).limit(1))
+        yield after, upto
+        if upto is None:
+            return
+        after = upto
+
+
+def _within(column, households: tuple[int | None, int | None]):
+    after, upto = households
+    conditions = []
+    if after is not None:
+        conditions.append(column > after)
+    if upto is not None:
+        conditions.append(column <= upto)
+    return sa.and_(sa.true(), *conditions)
+
+
+def recompute(
+    households: tuple[int | None, int | None] = (None, None),
+) -> dict[tuple[int, date], dict[str, int]]:
+    """Return {(household, month): figures} derived from the posted transfers alone, for the
+    households with ids in (after, upto] (None: unbounded)."""
     reversed_ids = (
         sa.select(Transfer.reverses_id)
         .where(Transfer.reverses_id.is_not(None), Transfer.status == TransferStatus.POSTED)
@@ -210,6 +242,7 @@ def recompute() -> dict[tuple[int, date], dict[str, int]]:
             Transfer.kind.in_(_COUNTED),
             Transfer.status == TransferStatus.POSTED,
             Transfer.household_id.is_not(None),
+            _within(Transfer.household_id, households),
             Transfer.id.not_in(reversed_ids),
         )
     )
@@ -222,13 +255,22 @@ def recompute() -> dict[tuple[int, date], dict[str, int]]:
     return totals
 
 
-def stored() -> dict[tuple[int, date], dict[str, int]]:
-    """Return the stored monthly figures, leaving out rows that are all zero."""
+def stored(
+    households: tuple[int | None, int | None] = (None, None),
+) -> dict[tuple[int, date], dict[str, int]]:
+    """Return the stored monthly figures of the households with ids in (after, upto], leaving
+    out rows that are all zero."""
+    rows = db.session.execute(
+        sa.select(
+            HouseholdMonth.household_id,
+            HouseholdMonth.month,
+            *(getattr(HouseholdMonth, name) for name in _FIGURES),
+        ).where(_within(HouseholdMonth.household_id, households))
+    )
     result = {}
-    for row in db.session.scalars(sa.select(HouseholdMonth)):
-        figures = {name: getattr(row, name) for name in _FIGURES}
-        if any(figures.values()):
-            result[(row.household_id, row.month)] = figures
+    for household_id, month, *values in rows:
+        if any(values):
+            result[(household_id, month)] = dict(zip(_FIGURES, values, strict=True))
     return result
 
 
@@ -275,24 +317,41 @@ def check() -> list[str]:
     """Return a line for every household month whose stored figures differ from the ledger's
     or whose copy of the household's place and tie order is out of date, and for every group
     whose count of active households is wrong."""
-    want, have = recompute(), stored()
-    return (
-        [
+    lines = []
+    # A chunk of households at a time, so memory stays bounded whatever the county's size;
+    # chunks go up by household id, so the lines come out sorted as a whole.
+    for households in _household_chunks():
+        want, have = recompute(households), stored(households)
+        lines += [
             f"household {household} month {month:%Y-%m}: stored {have.get((household, month))}, "
             f"from transfers {want.get((household, month))}"
             for household, month in sorted(set(want) | set(have))
             if want.get((household, month)) != have.get((household, month))
         ]
-        + stale_copies()
-        + stale_counts()
-    )
+    return lines + stale_copies() + stale_counts()
 
 
 def rebuild() -> int:
     """Replace every stored monthly figure by what the transfers say; return the rows written."""
     db.session.execute(sa.delete(HouseholdMonth))
-    totals = recompute()
-    for (household_id, month), figures in totals.items():
-        _upsert(household_id, month, figures)
+    written = 0
+    for households in _household_chunks():
+        totals = recompute(households)
+        places = {
+            place.household_id: place
+            for place in db.session.execute(_place().where(_within(Household.id, households)))
+        }
+        rows = [
+            {
+                "household_id": household_id,
+                "month": month,
+                **{name: getattr(places[household_id], name) for name in _COPIED},
+                **figures,
+            }
+            for (household_id, month), figures in totals.items()
+        ]
+        if rows:  # the table was emptied: plain inserts, many rows per statement
+            db.session.execute(sa.insert(HouseholdMonth.__table__), rows)
+        written += len(rows)
     db.session.flush()
-    return len(totals)
+    return written

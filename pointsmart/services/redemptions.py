@@ -805,6 +805,11 @@ def check_redemptions() -> list[str]:
         .group_by(Transfer.refunds_id)
         .subquery()
     )
+    line_points = sa.func.coalesce(line_totals.c.points, 0)
+    voided_units = sa.func.coalesce(line_totals.c.voided_units, 0)
+    voided_points = sa.func.coalesce(line_totals.c.voided_points, 0)
+    returned_units = sa.func.coalesce(returned.c.units, 0)
+    refunded_points = sa.func.coalesce(refunded.c.points, 0)
     rows = db.session.execute(
         sa.select(
             Redemption.id,
@@ -820,7 +825,18 @@ def check_redemptions() -> list[str]:
         .outerjoin(Transfer, Transfer.id == Redemption.transfer_id)
         .outerjoin(returned, returned.c.redemption_id == Redemption.id)
         .outerjoin(refunded, refunded.c.refunds_id == Redemption.transfer_id)
-    ).all()
+        # Only the redemptions that fail a check below come back (NULL sums count as 0).
+        .where(
+            sa.or_(
+                Redemption.total_points != line_points,
+                Redemption.total_points.is_distinct_from(Transfer.amount),  # NULL: no transfer
+                voided_units != returned_units,
+                voided_points != refunded_points,
+                refunded_points > Redemption.total_points,
+            )
+        )
+        .order_by(Redemption.id)
+    )
     for rid, total, lines, v_units, v_points, debited, back_units, back_points in rows:
         if total != (lines or 0) or total != debited:
             problems.append(f"redemption {rid}: total {total}, lines {lines}, transfer {debited}")
