@@ -882,14 +882,14 @@ def check() -> tuple[list[Mismatch], list[int]]:
     total = sa.func.coalesce(sums.c.total, 0)
     # The database compares; only the accounts that differ come back as objects.
     rows = db.session.execute(
-        sa.select(Account, Account.balance, total)
+        sa.select(Account, total)
         .outerjoin(sums, sums.c.account_id == Account.id)
         .where(Account.balance != total)
         .order_by(Account.id)
     ).all()
     mismatches = [
-        Mismatch(account.id, describe(account), balance, int(computed))
-        for account, balance, computed in rows
+        Mismatch(account.id, describe(account), account.balance, int(computed))
+        for account, computed in rows
     ]
     unit_of = sa.case(
         (Account.kind.in_([AccountKind.HOUSEHOLD_HONOUR, AccountKind.VILLAGE_HONOUR]), "honour"),

@@ -20,10 +20,8 @@ from collections.abc import Iterable, Iterator
 from datetime import date
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from ..extensions import db
+from ..extensions import db, dialect_insert
 from ..models import Household, HouseholdMonth, Transfer, TransferKind, TransferStatus, Village
 from ..models import VillagerGroup as Group
 from ..timeutil import to_local
@@ -83,8 +81,7 @@ def _upsert(household_id: int, month: date, delta: dict[str, int]) -> None:
         **{name: getattr(place, name) for name in _COPIED},
         **{name: delta.get(name, 0) for name in _FIGURES},
     }
-    insert = pg_insert if db.session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    stmt = insert(HouseholdMonth).values(**row)
+    stmt = dialect_insert(HouseholdMonth).values(**row)
     # One statement, so two postings for one household at once add up instead of racing.
     stmt = stmt.on_conflict_do_update(
         index_elements=["household_id", "month"],

@@ -514,15 +514,19 @@ def households(
     return _ranked_in_full(scope, sums, limit, offset)
 
 
-def count_households(scope: Scope) -> int:
-    """Return how many active households the scope has."""
+def _households_of(scope: Scope) -> sa.Select:
+    """Return the select of how many active households the scope has (0 when none)."""
     # Each group keeps its count (services.monthly): a county's 300,000 households are 1,500 rows.
-    total = db.session.scalar(
-        sa.select(sa.func.sum(VillagerGroup.active_households))
+    return (
+        sa.select(sa.func.coalesce(sa.func.sum(VillagerGroup.active_households), 0))
         .join(Village, VillagerGroup.village_id == Village.id)
         .where(scope.households_filter())
     )
-    return int(total or 0)
+
+
+def count_households(scope: Scope) -> int:
+    """Return how many active households the scope has."""
+    return int(db.session.scalar(_households_of(scope)))
 
 
 @dataclass(frozen=True)
@@ -557,13 +561,7 @@ def standings(household: Household, scopes: Sequence[Scope], period: Period) -> 
             .scalar_subquery(),
             HouseholdMonth.points.type,
         )
-        total = sa.func.coalesce(
-            sa.select(sa.func.sum(VillagerGroup.active_households))
-            .join(Village, VillagerGroup.village_id == Village.id)
-            .where(scope.households_filter())
-            .scalar_subquery(),
-            0,
-        )
+        total = _households_of(scope).scalar_subquery()
         if _one_month(period):
             # The month's rows as they are: the scope's ranking index answers both counts.
             points = HouseholdMonth.points

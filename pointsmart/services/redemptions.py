@@ -20,14 +20,12 @@ from datetime import date, datetime, time, timedelta
 
 import sqlalchemy as sa
 from flask_babel import lazy_gettext as _l
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from .. import access
-from ..extensions import db
+from ..extensions import db, dialect_insert
 from ..models import (
     Card,
     DayClosing,
@@ -208,9 +206,8 @@ def _insert_fresh(**values) -> Redemption | None:
     transaction holds waits for it, then inserts nothing, and the caller's transaction stays
     usable to read the winner.
     """
-    insert = pg_insert if db.session.get_bind().dialect.name == "postgresql" else sqlite_insert
     redemption = db.session.scalar(
-        insert(Redemption)
+        dialect_insert(Redemption)
         .values(**values)
         .on_conflict_do_nothing(index_elements=["idempotency_key"])
         .returning(Redemption)
